@@ -1,0 +1,180 @@
+"""MNIST-family image data held in memory and served by index.
+
+The IDX files are read once into uint8 tensors; a batch is one tensor indexing operation, so
+there is no per-sample Python work (no PIL, no per-item transform). The validation split is
+fixed by its own seed, independent of the run's seed, so runs with different seeds are compared on
+the same images. With `binarize=True` the training pixels are resampled as Bernoulli(pixel) for
+every batch (dynamic binarisation) and validation/test pixels are binarised once with a fixed seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from src.data.idx import read_idx
+from src.utils.errors import UserError
+
+DATASETS = {
+    # name: (torchvision class name, directory of a Debian package)
+    "fashion_mnist": ("FashionMNIST", "/usr/share/datasets/fashion-mnist"),
+    "mnist": ("MNIST", "/usr/share/datasets/mnist"),
+}
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+CLASSES = {
+    "fashion_mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+    "mnist": [str(i) for i in range(10)],
+}
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_idx_dir(name: str, data_dir: str | Path) -> Path | None:
+    """The first directory holding all four IDX files: data_dir, its torchvision layout, Debian's."""
+    tv_name, system_dir = DATASETS[name]
+    data_dir = Path(data_dir)
+    for directory in (data_dir, data_dir / name, data_dir / tv_name / "raw", Path(system_dir)):
+        if all(_find(directory, stem) for pair in FILES.values() for stem in pair):
+            return directory
+    return None
+
+
+class TensorBatches(Dataset):
+    """Indexed by a list of indices, returns a whole batch `(images, labels)`."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, binarize: bool = False) -> None:
+        self.images, self.labels, self.binarize = images, labels, binarize
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[idx]
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+        if self.binarize:
+            x = torch.bernoulli(x)
+        return x, self.labels[idx]
+
+
+class ImageDataModule(LightningDataModule):
+    """Fashion-MNIST or MNIST from IDX files: `data_dir`, else Debian's package, else download."""
+
+    def __init__(
+        self,
+        name: str = "fashion_mnist",
+        data_dir: str = "data/",
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        val_size: int = 5000,
+        split_seed: int = 12345,
+        binarize: bool = False,
+        download: bool = False,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if name not in DATASETS:
+            raise UserError(f"data.name={name!r} is unknown; available: {', '.join(DATASETS)}.")
+        self.save_hyperparameters(logger=False)
+        self.name, self.data_dir = name, Path(data_dir)
+        self.splits: dict[str, TensorBatches] = {}
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (1, 28, 28)
+
+    @property
+    def classes(self) -> list[str]:
+        return CLASSES[self.name]
+
+    def prepare_data(self) -> None:
+        if find_idx_dir(self.name, self.data_dir) is not None:
+            return
+        tv_name, system_dir = DATASETS[self.name]
+        if not self.hparams.download:
+            raise UserError(
+                f"{tv_name} IDX files not found in {self.data_dir} nor {system_dir}. Either install "
+                f"them (Debian: apt-get install dataset-{self.name.replace('_', '-')}) or copy the "
+                f"four *-ubyte.gz files into {self.data_dir}, or pass data.download=true to let "
+                "torchvision download them (needs internet)."
+            )
+        import torchvision
+
+        try:
+            getattr(torchvision.datasets, tv_name)(str(self.data_dir), download=True)
+        except Exception as err:
+            raise UserError(f"download of {tv_name} into {self.data_dir} failed: {err}") from None
+
+    def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        directory = find_idx_dir(self.name, self.data_dir)
+        if directory is None:
+            self.prepare_data()
+            directory = find_idx_dir(self.name, self.data_dir)
+        images_stem, labels_stem = FILES[split]
+        images = read_idx(_find(directory, images_stem))
+        labels = read_idx(_find(directory, labels_stem)).long()
+        if images.ndim != 3 or len(images) != len(labels):
+            raise UserError(
+                f"{directory}: {images_stem} holds {tuple(images.shape)} but {labels_stem} "
+                f"{tuple(labels.shape)}; the files do not belong together. Fetch them again."
+            )
+        return images.unsqueeze(1), labels
+
+    def _fixed_binarisation(self, images: torch.Tensor, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.bernoulli(images.float() / 255.0, generator=gen)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        images, labels = self._load("train")
+        val_size = self.hparams.val_size
+        if not 0 < val_size < len(labels):
+            raise UserError(f"data.val_size={val_size} must be between 1 and {len(labels) - 1}.")
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.hparams.split_seed))
+        train_idx, val_idx = perm[val_size:], perm[:val_size]
+        test_images, test_labels = self._load("test")
+        binarize = self.hparams.binarize
+        val_images, test_images = images[val_idx], test_images
+        if binarize:
+            val_images = self._fixed_binarisation(val_images, self.hparams.split_seed + 1)
+            test_images = self._fixed_binarisation(test_images, self.hparams.split_seed + 2)
+        self.splits = {
+            "train": TensorBatches(images[train_idx], labels[train_idx], binarize=binarize),
+            "val": TensorBatches(val_images, labels[val_idx]),
+            "test": TensorBatches(test_images, test_labels),
+        }
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self.splits[split]
+        if split == "train":
+            sampler = BatchSampler(RandomSampler(dataset), self.hparams.batch_size, drop_last=True)
+        else:
+            sampler = BatchSampler(SequentialSampler(dataset), self.hparams.eval_batch_size, False)
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,82 @@
+"""What every model shares: optimiser set-up, one shared step for train/val/test, metric logging,
+deterministic evaluation noise, and the check that the chosen loss plugin fits the model.
+
+A new model subclasses `BaseModule`, sets `loss_task` and implements `shared_step`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from src.utils.errors import UserError
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+# constructor arguments that are modules or partials: kept out of the checkpoint's hparams
+NOT_HPARAMS = ["loss", "optimizer", "scheduler", "encoder", "decoder", "latent", "net"]
+
+
+class BaseModule(LightningModule):
+    loss_task: str = ""
+    monitor: str = "val/loss"
+
+    def __init__(
+        self,
+        loss: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        task = getattr(loss, "task", None)
+        if task != self.loss_task:
+            raise UserError(
+                f"loss {type(loss).__name__} (for {task or 'no'} models) does not fit "
+                f"{type(self).__name__}, which needs a {self.loss_task!r} loss: choose loss=<one "
+                f"of the configs in conf/loss whose target has task = {self.loss_task!r}>."
+            )
+        self.loss = loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.eval_seed = eval_seed
+
+    def shared_step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, batch_idx, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, batch_idx, "test")
+
+    def eval_generator(self, batch_idx: int) -> torch.Generator:
+        """Noise for evaluation batch `batch_idx`: the same on every run, so metrics reproduce."""
+        return torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + batch_idx)
+
+    def log_terms(self, stage: str, terms: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Log `stage/name` for each term: per step and per epoch in training, per epoch else."""
+        train = stage == "train"
+        self.log_dict(
+            {f"{stage}/{name}": value for name, value in terms.items()},
+            on_step=train,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=not train,
+        )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor, "interval": "epoch"},
+        }

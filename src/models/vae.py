@@ -1,0 +1,154 @@
+"""Variational autoencoder (kexue.fm/archives/5253, 5343, 7725; discrete latents 6705).
+
+Training minimises the negative ELBO in nats per example,
+    -ELBO(x) = E_q(z|x)[-log p(x|z)] + KL(q(z|x) || p(z)),
+with z drawn by the latent's reparameterisation (Gaussian or Gumbel-softmax). The test step also
+reports the importance-weighted bound (Burda et al. 2016) with k samples,
+    -log p(x) <= -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x),
+which equals the single-sample ELBO for k = 1 and tightens as k grows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from src.losses.elbo import ELBO
+from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.utils.images import has_image_logger, log_figure, log_image_grid
+
+NetFactory = Callable[..., nn.Module]
+
+
+class VAE(BaseModule):
+    loss_task = "vae"
+    monitor = "val/nelbo"
+
+    def __init__(
+        self,
+        encoder: NetFactory,
+        decoder: NetFactory,
+        latent: nn.Module,
+        loss: ELBO,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        image_shape: Sequence[int] = (1, 28, 28),
+        iwae_samples: int = 100,
+        n_image_samples: int = 64,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__(loss, optimizer, scheduler, eval_seed)
+        self.save_hyperparameters(logger=False, ignore=NOT_HPARAMS)
+        self.latent = latent
+        self.encoder = encoder(image_shape=image_shape, out_dim=latent.param_dim)
+        self.decoder = decoder(image_shape=image_shape, in_dim=latent.dim)
+        self._val_batch: torch.Tensor | None = None
+        self._val_codes: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def likelihood(self) -> nn.Module:
+        return self.loss.likelihood
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Mean reconstruction of x through one posterior sample."""
+        z = self.latent.rsample(self.encoder(x), self.global_step, generator)
+        return self.likelihood.mean(self.decoder(z))
+
+    def elbo_terms(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Per-example `nelbo`, `recon`, `kl` from one posterior sample; also the encoder output."""
+        params = self.encoder(x)
+        z = self.latent.rsample(params, self.global_step, generator)
+        kl = self.latent.kl(params, z, self.loss.kl)
+        return self.loss(x, self.decoder(z), kl), params
+
+    @torch.no_grad()
+    def iwae_nll(
+        self, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+        max_batch: int = 20_000,
+    ) -> torch.Tensor:
+        """Per-example importance-weighted bound on -log p(x) with k samples, in nats."""
+        params = self.encoder(x)
+        chunk = max(1, max_batch // len(x))
+        log_w = []
+        for start in range(0, k, chunk):
+            c = min(chunk, k - start)
+            p = params.expand(c, *params.shape).reshape(c * len(x), -1)
+            xs = x.expand(c, *x.shape).reshape(c * len(x), *x.shape[1:])
+            z = self.latent.rsample(p, self.global_step, generator)
+            lw = (
+                self.likelihood.log_prob(self.decoder(z), xs)
+                + self.latent.log_prior(z)
+                - self.latent.log_q(p, z)
+            )
+            log_w.append(lw.view(c, len(x)))
+        return -(torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images from the prior: the likelihood's mean at z ~ p(z)."""
+        z = self.latent.prior_sample(n, generator=generator).to(self.device)
+        return self.likelihood.mean(self.decoder(z))
+
+    def shared_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str
+    ) -> torch.Tensor:
+        x, y = batch
+        generator = None if stage == "train" else self.eval_generator(batch_idx)
+        terms, params = self.elbo_terms(x, generator)
+        means = {name: value.mean() for name, value in terms.items()}
+        if stage == "train" and hasattr(self.latent, "temperature"):
+            means["tau"] = torch.tensor(self.latent.temperature(self.global_step))
+        if stage == "test" and self.hparams.iwae_samples > 0:
+            means["iwae_nll"] = self.iwae_nll(x, self.hparams.iwae_samples, generator).mean()
+        if stage == "val":
+            self._keep_for_figures(x, y, params, batch_idx)
+        self.log_terms(stage, means, len(x))
+        return means["nelbo"]
+
+    def _keep_for_figures(
+        self, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor, batch_idx: int
+    ) -> None:
+        if batch_idx == 0:
+            self._val_batch = x[:32].detach()
+        if self.latent.dim == 2 and sum(len(c) for c, _ in self._val_codes) < 5000:
+            self._val_codes.append((self.latent.mean(params).detach().cpu(), y.cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        codes, self._val_codes = self._val_codes, []
+        if not has_image_logger(self.trainer) or self._val_batch is None:
+            return
+        x = self._val_batch
+        recon = self(x, self.eval_generator(0))
+        log_image_grid(self.trainer, "val/reconstructions", torch.cat([x, recon]), nrow=16)
+        noise = torch.Generator().manual_seed(self.eval_seed)
+        samples = self.sample(self.hparams.n_image_samples, noise)
+        log_image_grid(self.trainer, "val/samples", samples, nrow=8)
+        if codes and hasattr(self.latent, "split"):
+            mu, labels = (torch.cat(parts) for parts in zip(*codes, strict=True))
+            self._log_latent_space(mu, labels)
+
+    def _log_latent_space(self, mu: torch.Tensor, labels: torch.Tensor, n: int = 15) -> None:
+        """For a 2-d Gaussian latent: the posterior means by class and the decoded manifold."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = getattr(self.trainer.datamodule, "classes", None)
+        fig, ax = plt.subplots(figsize=(6, 6))
+        for c in labels.unique().tolist():
+            pts = mu[labels == c]
+            ax.scatter(pts[:, 0], pts[:, 1], s=3, label=names[c] if names else str(c))
+        ax.legend(markerscale=4, fontsize=7)
+        ax.set(xlabel="z1", ylabel="z2", title="posterior means, validation set")
+        log_figure(self.trainer, "val/latent_scatter", fig)
+        ticks = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
+        grid = torch.stack(torch.meshgrid(ticks, -ticks, indexing="xy"), -1).reshape(-1, 2)
+        with torch.no_grad():
+            images = self.likelihood.mean(self.decoder(grid.to(self.device)))
+        log_image_grid(self.trainer, "val/latent_manifold", images, nrow=n)

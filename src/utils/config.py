@@ -1,0 +1,102 @@
+"""Config checks done before anything is built, so a bad override fails in one short line.
+
+`check_types` walks every node with a `_target_`, resolves the target and compares each value
+with the type hint of the matching constructor parameter. Hydra already rejects unknown keys
+(struct mode) and unknown group options (listing the available ones); this adds the types.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from src.utils.errors import UserError
+
+_SCALARS = {int: "an int", float: "a float", bool: "a bool", str: "a string"}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a plain config value can be passed where `hint` is expected (lenient on classes)."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if value is None:
+        return False
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return False
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return len(args) != 1 or all(_matches(v, args[0]) for v in value)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    if hint in _SCALARS:
+        return _SCALARS[hint]
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    return str(hint).replace("typing.", "")
+
+
+def _hints(target: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    fn = target.__init__ if inspect.isclass(target) else target
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations (third-party code): do not check
+        hints = {}
+    params = inspect.signature(target).parameters
+    return {name: hints.get(name, inspect.Parameter.empty) for name in params}
+
+
+def check_types(cfg: DictConfig | ListConfig, path: str = "") -> None:
+    """Raise UserError for the first value whose type does not fit its constructor's hint."""
+    if isinstance(cfg, ListConfig):
+        for i, item in enumerate(cfg):
+            if isinstance(item, DictConfig | ListConfig):
+                check_types(item, f"{path}[{i}]")
+        return
+    target_name = cfg.get("_target_") if "_target_" in cfg else None
+    hints: dict[str, Any] = {}
+    if isinstance(target_name, str):
+        try:
+            hints = _hints(get_object(target_name))
+        except (ImportError, AttributeError, ValueError, TypeError) as err:
+            where = f"{path or 'config'}._target_"
+            raise UserError(f"{where}={target_name} cannot be imported ({err})") from None
+    for key in cfg:
+        key = str(key)
+        full = f"{path}.{key}" if path else key
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig | ListConfig):
+            if not node._is_missing() and not node._is_none():
+                check_types(node, full)
+            continue
+        if key.startswith("_") or key not in hints or OmegaConf.is_missing(cfg, key):
+            continue
+        value = cfg[key]
+        if isinstance(value, DictConfig | ListConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not _matches(value, hints[key]):
+            expected = _describe(hints[key])
+            raise UserError(
+                f"{full}={value!r} has the wrong type: {target_name} expects "
+                f"{expected} there. Fix the override: {full}=<{expected}>."
+            )

@@ -1,0 +1,107 @@
+"""Shared by the entry points: start-up extras, error reporting, metrics output, hparams."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from src.utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
+    """Print the composed config as a rich tree (and save it as text next to the run)."""
+    import rich
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("CONFIG", style="dim")
+    for key, value in cfg.items():
+        branch = tree.add(str(key), style="bold")
+        text = OmegaConf.to_yaml(value) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        with open(save_to, "w") as f:
+            rich.print(tree, file=f)
+
+
+def apply_extras(cfg: DictConfig, output_dir: str | None) -> None:
+    if logging.getLogger().handlers:  # Hydra configured logging: one handler, not two
+        for name in ("lightning", "lightning.pytorch"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+    extras = cfg.get("extras") or {}
+    if extras.get("ignore_warnings"):
+        warnings.filterwarnings("ignore")
+    if extras.get("print_config"):
+        print_config_tree(cfg, Path(output_dir) / "config_tree.log" if output_dir else None)
+
+
+def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run `task`; a UserError becomes one line on stderr and exit code 2."""
+    try:
+        return task(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Plain floats from Lightning's metric tensors, without the `_step`/`_epoch` duplicates."""
+    out = {}
+    for name, value in metrics.items():
+        if name.endswith(("_step", "_epoch")):
+            continue
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def save_metrics(metrics: Mapping[str, float], output_dir: str | None) -> None:
+    if output_dir:
+        clean = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
+        Path(output_dir, "metrics.json").write_text(json.dumps(clean, indent=2, sort_keys=True))
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The config as flat `a/b/c` keys with plain values, for TensorBoard's HPARAMS tab."""
+    keys = ("model", "data", "loss", "trainer", "seed", "tags")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}/{k}" if prefix else str(k), v)
+        elif isinstance(node, list):
+            out[prefix] = str(node)
+        elif node is None or isinstance(node, bool | int | float | str):
+            out[prefix] = "None" if node is None else node
+
+    for key in keys:
+        if key in container:
+            walk(key, container[key])
+    out.pop("model/loss", None)
+    return out
+
+
+def log_final_hparams(loggers: list[Logger], cfg: DictConfig, metrics: Mapping[str, float]) -> None:
+    """Write the hyperparameters with the final metrics (as `final/<name>`) to every logger."""
+    final = {f"final/{k}": v for k, v in metrics.items() if math.isfinite(v)}
+    params = flat_hparams(cfg)
+    for lg in loggers:
+        lg.log_hyperparams(params, metrics=final) if final else lg.log_hyperparams(params)
+        lg.finalize("success")
