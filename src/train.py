@@ -44,7 +44,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured model; returns the final metrics."""
     out = output_dir()
-    for group in ("data", "model", "trainer"):
+    for group in ("data", "loss", "model", "trainer"):
         check_types(cfg[group], group)
     apply_extras(cfg, out)
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():

@@ -26,7 +26,9 @@ def read_idx(path: str | Path) -> torch.Tensor:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as err:
-        raise UserError(f"cannot read {path}: {err}. The file is corrupt: delete it and fetch it again.")
+        raise UserError(
+            f"cannot read {path}: {err}. The file is corrupt: delete it and fetch it again."
+        ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != IDX_UBYTE:
         raise UserError(f"{path} is not an IDX file of unsigned bytes (bad magic number).")
     ndim = raw[3]
@@ -40,3 +42,13 @@ def read_idx(path: str | Path) -> torch.Tensor:
         )
     array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
     return torch.from_numpy(array.copy())
+
+
+def write_idx(path: str | Path, array: torch.Tensor) -> None:
+    """Write a uint8 tensor as an IDX file (gzip-compressed when the name ends in .gz)."""
+    path = Path(path)
+    data = array.to(torch.uint8).contiguous().numpy()
+    header = bytes([0, 0, IDX_UBYTE, data.ndim]) + struct.pack(f">{data.ndim}I", *data.shape)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(header + data.tobytes())

@@ -28,8 +28,18 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 CLASSES = {
-    "fashion_mnist": ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"],
+    "fashion_mnist": [
+        "T-shirt",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
     "mnist": [str(i) for i in range(10)],
 }
 
@@ -42,7 +52,7 @@ def _find(directory: Path, stem: str) -> Path | None:
 
 
 def find_idx_dir(name: str, data_dir: str | Path) -> Path | None:
-    """The first directory holding all four IDX files: data_dir, its torchvision layout, Debian's."""
+    """The first directory with all four IDX files: data_dir, torchvision's layout, Debian's."""
     tv_name, system_dir = DATASETS[name]
     data_dir = Path(data_dir)
     for directory in (data_dir, data_dir / name, data_dir / tv_name / "raw", Path(system_dir)):
@@ -104,7 +114,8 @@ class ImageDataModule(LightningDataModule):
         tv_name, system_dir = DATASETS[self.name]
         if not self.hparams.download:
             raise UserError(
-                f"{tv_name} IDX files not found in {self.data_dir} nor {system_dir}. Either install "
+                f"{tv_name} IDX files not found in {self.data_dir} nor {system_dir}. Either "
+                "install "
                 f"them (Debian: apt-get install dataset-{self.name.replace('_', '-')}) or copy the "
                 f"four *-ubyte.gz files into {self.data_dir}, or pass data.download=true to let "
                 "torchvision download them (needs internet)."
@@ -142,7 +153,9 @@ class ImageDataModule(LightningDataModule):
         val_size = self.hparams.val_size
         if not 0 < val_size < len(labels):
             raise UserError(f"data.val_size={val_size} must be between 1 and {len(labels) - 1}.")
-        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.hparams.split_seed))
+        perm = torch.randperm(
+            len(labels), generator=torch.Generator().manual_seed(self.hparams.split_seed)
+        )
         train_idx, val_idx = perm[val_size:], perm[:val_size]
         test_images, test_labels = self._load("test")
         binarize = self.hparams.binarize

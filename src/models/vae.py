@@ -68,7 +68,10 @@ class VAE(BaseModule):
 
     @torch.no_grad()
     def iwae_nll(
-        self, x: torch.Tensor, k: int, generator: torch.Generator | None = None,
+        self,
+        x: torch.Tensor,
+        k: int,
+        generator: torch.Generator | None = None,
         max_batch: int = 20_000,
     ) -> torch.Tensor:
         """Per-example importance-weighted bound on -log p(x) with k samples, in nats."""

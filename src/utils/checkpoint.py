@@ -15,9 +15,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     """The checkpoint's dictionary, loaded weights-only; a clear error when it is not one."""
     path = Path(ckpt_path)
     if not path.is_file():
-        raise UserError(
-            f"ckpt_path={ckpt_path} does not exist: point it at a .ckpt file of a run."
-        )
+        raise UserError(f"ckpt_path={ckpt_path} does not exist: point it at a .ckpt file of a run.")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:

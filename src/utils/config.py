@@ -10,7 +10,9 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from collections import abc
 from collections.abc import Callable
+from os import PathLike
 from typing import Any
 
 from hydra.utils import get_object
@@ -40,20 +42,28 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint in (bool, str):
         return isinstance(value, hint)
-    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+    if origin in (list, tuple, abc.Sequence) or hint in (list, tuple):
         if not isinstance(value, list | tuple):
             return False
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return len(args) != 1 or all(_matches(v, args[0]) for v in value)
+    if inspect.isclass(hint) and isinstance(value, str | int | float):
+        # a plain value where an object is expected: only if it is one (or a path string)
+        return isinstance(value, hint) or (isinstance(value, str) and issubclass(hint, PathLike))
     return True
 
 
 def _describe(hint: Any) -> str:
     if hint in _SCALARS:
         return _SCALARS[hint]
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    return str(hint).replace("typing.", "")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (list, tuple, abc.Sequence):
+        return f"a list of {_describe(args[0]).split(' ', 1)[-1]}s" if args else "a list"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    return getattr(hint, "__name__", str(hint))
 
 
 def _hints(target: Callable[..., Any]) -> dict[str, inspect.Parameter]:
@@ -84,14 +94,14 @@ def check_types(cfg: DictConfig | ListConfig, path: str = "") -> None:
     for key in cfg:
         key = str(key)
         full = f"{path}.{key}" if path else key
-        node = cfg._get_node(key)
-        if isinstance(node, DictConfig | ListConfig):
-            if not node._is_missing() and not node._is_none():
-                check_types(node, full)
+        if key.startswith("_") or OmegaConf.is_missing(cfg, key):
             continue
-        if key.startswith("_") or key not in hints or OmegaConf.is_missing(cfg, key):
+        value = cfg[key]  # interpolations resolved: `model.loss: ${loss}` is checked too
+        if isinstance(value, DictConfig) and "_target_" in value:
+            check_types(value, full)
             continue
-        value = cfg[key]
+        if key not in hints:
+            continue
         if isinstance(value, DictConfig | ListConfig):
             value = OmegaConf.to_container(value, resolve=True)
         if not _matches(value, hints[key]):

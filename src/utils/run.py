@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from src.utils.errors import UserError
@@ -103,5 +103,8 @@ def log_final_hparams(loggers: list[Logger], cfg: DictConfig, metrics: Mapping[s
     final = {f"final/{k}": v for k, v in metrics.items() if math.isfinite(v)}
     params = flat_hparams(cfg)
     for lg in loggers:
-        lg.log_hyperparams(params, metrics=final) if final else lg.log_hyperparams(params)
+        if isinstance(lg, TensorBoardLogger):  # the HPARAMS tab: parameters next to results
+            lg.log_hyperparams(params, metrics=final)
+        else:
+            lg.log_hyperparams(params)
         lg.finalize("success")

@@ -48,16 +48,23 @@ class ConvEncoder(nn.Module):
     """Two stride-2 convolutions (H -> H/4), then a hidden dense layer."""
 
     def __init__(
-        self, image_shape: Sequence[int], out_dim: int, channels: Sequence[int] = (32, 64),
+        self,
+        image_shape: Sequence[int],
+        out_dim: int,
+        channels: Sequence[int] = (32, 64),
         hidden: int = 256,
     ):
         super().__init__()
         c, h, w = image_shape
         c1, c2 = channels
         self.net = nn.Sequential(
-            nn.Conv2d(c, c1, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(c2 * (h // 4) * (w // 4), hidden), nn.ReLU(),
+            nn.Conv2d(c, c1, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(c2 * (h // 4) * (w // 4), hidden),
+            nn.ReLU(),
             nn.Linear(hidden, out_dim),
         )
 
@@ -69,17 +76,23 @@ class ConvDecoder(nn.Module):
     """Mirror of ConvEncoder: dense to an (H/4, W/4) map, two stride-2 transposed convolutions."""
 
     def __init__(
-        self, image_shape: Sequence[int], in_dim: int, channels: Sequence[int] = (64, 32),
+        self,
+        image_shape: Sequence[int],
+        in_dim: int,
+        channels: Sequence[int] = (64, 32),
         hidden: int = 256,
     ):
         super().__init__()
         c, h, w = image_shape
         c1, c2 = channels
         self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.ReLU(),
-            nn.Linear(hidden, c1 * (h // 4) * (w // 4)), nn.ReLU(),
+            nn.Linear(in_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, c1 * (h // 4) * (w // 4)),
+            nn.ReLU(),
             nn.Unflatten(1, (c1, h // 4, w // 4)),
-            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(c1, c2, 4, stride=2, padding=1),
+            nn.ReLU(),
             nn.ConvTranspose2d(c2, c, 4, stride=2, padding=1),
         )
 

@@ -1,0 +1,88 @@
+"""Every config that should compose does, and builds the objects it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning.pytorch as pl
+import pytest
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from src.models.vae import VAE
+from src.train import build
+from src.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from tests.conftest import ROOT
+
+MODELS = sorted(p.stem for p in (ROOT / "conf/model").glob("*.yaml"))
+LOSSES = sorted(p.stem for p in (ROOT / "conf/loss").glob("*.yaml"))
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+
+
+def test_the_groups_have_the_expected_options() -> None:
+    assert {"vae", "vae_2d", "vae_conv", "vae_gumbel"} <= set(MODELS)
+    assert {"bernoulli", "gaussian", "continuous_bernoulli"} <= set(LOSSES)
+    assert {"default", "cpu", "gpu", "ddp", "ddp_sim"} <= set(_options("trainer"))
+    assert {"tensorboard", "csv"} <= set(_options("logger"))
+    assert {"fdr", "overfit", "limit", "profiler"} <= set(_options("debug"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("data", ["fashion_mnist", "mnist"])
+def test_model_loss_data_combinations_build(make_cfg, model: str, loss: str, data: str) -> None:
+    cfg = make_cfg(f"model={model}", f"loss={loss}", f"data={data}")
+    datamodule, module = build(cfg)
+    assert isinstance(module, VAE) and datamodule.name == data
+    assert type(module.loss.likelihood).__name__.lower() == loss.replace("_", "")
+    assert datamodule.hparams.binarize is True  # the VAE configs binarise
+    assert module.hparams_initial.keys() >= {"image_shape", "iwae_samples"}
+
+
+@pytest.mark.parametrize("option", _options("trainer"))
+def test_trainer_configs_compose(make_cfg, option: str) -> None:
+    cfg = make_cfg(f"trainer={option}")
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+    if option in ("default", "cpu", "ddp_sim"):
+        trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+        assert isinstance(trainer, pl.Trainer)
+        assert trainer.num_devices == (2 if option == "ddp_sim" else 1)
+
+
+@pytest.mark.parametrize("logger", _options("logger"))
+def test_logger_configs_build(make_cfg, logger: str) -> None:
+    assert instantiate_loggers(make_cfg(f"logger={logger}").logger)
+
+
+def test_callbacks_watch_the_models_metric(make_cfg) -> None:
+    callbacks = instantiate_callbacks(make_cfg("model=vae_gumbel").callbacks)
+    checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
+    stopping = next(c for c in callbacks if isinstance(c, EarlyStopping))
+    assert checkpoint.monitor == stopping.monitor == "val/nelbo" and checkpoint.save_last
+    assert instantiate_callbacks(make_cfg("callbacks=none").callbacks) == []
+
+
+@pytest.mark.parametrize("debug", _options("debug"))
+def test_debug_presets_compose(make_cfg, debug: str) -> None:
+    cfg = make_cfg(f"debug={debug}")
+    assert cfg.task_name == "debug" and cfg.trainer.accelerator == "cpu"
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_experiments_compose(make_cfg, experiment: str) -> None:
+    cfg = make_cfg(f"experiment={experiment}")
+    assert cfg.tags and cfg.seed is not None
+    build(cfg)
+
+
+def test_eval_config_composes(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(f"ckpt_path={tmp_path}/x.ckpt", config_name="eval")
+    assert list(cfg.stages) == ["validate", "test"]
+
+
+def test_run_directories_never_collide() -> None:
+    text = (ROOT / "conf/hydra/default.yaml").read_text()
+    assert "%f}" in text  # microseconds in both run and sweep directory names

@@ -1,0 +1,141 @@
+"""What a researcher sees in TensorBoard: scalars, image grids, latent plots, the HPARAMS tab."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from src.train import train
+from tests.conftest import needs_fashion
+
+pytestmark = needs_fashion
+RUN = [
+    "model=vae_2d",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=8",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=1",
+    "data.eval_batch_size=200",
+    "model.iwae_samples=4",
+    "trainer.log_every_n_steps=4",
+]
+SCALARS = {
+    "train/nelbo_step",
+    "train/recon_step",
+    "train/kl_step",
+    "train/nelbo_epoch",
+    "val/nelbo",
+    "val/recon",
+    "val/kl",
+    "test/nelbo",
+    "test/iwae_nll",
+}
+IMAGES = {"val/reconstructions", "val/samples", "val/latent_scatter", "val/latent_manifold"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import compose_config
+
+    out = tmp_path_factory.mktemp("tb_run")
+    train(compose_config(RUN, out))
+    return out
+
+
+def _events(run_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0}
+    )
+    return events.Reload()
+
+
+def test_scalars_and_images_are_logged(run_dir: Path) -> None:
+    events = _events(run_dir)
+    tags = events.Tags()
+    assert set(tags["scalars"]) >= SCALARS, sorted(tags["scalars"])
+    assert set(tags["images"]) >= IMAGES, tags["images"]
+    assert len(events.Scalars("val/nelbo")) == 2  # one per validation epoch
+    for tag in IMAGES:
+        assert len(events.Images(tag)) == 2
+    recon = events.Images("val/reconstructions")[-1]
+    assert recon.width == 16 * 30 + 2 and recon.height == 4 * 30 + 2  # 2 rows in, 2 rows out
+    manifold = events.Images("val/latent_manifold")[-1]
+    assert manifold.width == manifold.height == 15 * 30 + 2
+    nelbo = events.Scalars("val/nelbo")[-1].value
+    recon_v, kl_v = events.Scalars("val/recon")[-1].value, events.Scalars("val/kl")[-1].value
+    assert nelbo == pytest.approx(recon_v + kl_v, rel=1e-5)
+
+
+def test_hparams_tab_holds_config_and_final_metrics(run_dir: Path) -> None:
+    content = _events(run_dir).PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = session.session_start_info.hparams
+    assert hparams["model/latent/dim"].number_value == 2
+    assert hparams["model/_target_"].string_value == "src.models.vae.VAE"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    metric_tags = {m.name.tag for m in experiment.experiment.metric_infos}
+    assert {"final/val/nelbo", "final/test/nelbo", "final/test/iwae_nll"} <= metric_tags
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    final = _events(run_dir).Scalars("final/test/nelbo")[-1].value
+    assert final == pytest.approx(saved["test/nelbo"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_run_over_http(run_dir: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline, scalars = time.monotonic() + 90, {}
+        while time.monotonic() < deadline:
+            try:
+                scalars = _get_json(f"{base}/data/plugin/scalars/tags")
+                if scalars.get("tensorboard", {}).keys() >= SCALARS:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert scalars.get("tensorboard", {}).keys() >= SCALARS, scalars
+        images = _get_json(f"{base}/data/plugin/images/tags")
+        assert images["tensorboard"].keys() >= IMAGES
+        series = _get_json(f"{base}/data/plugin/scalars/scalars?run=tensorboard&tag=val/nelbo")
+        assert len(series) == 2
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

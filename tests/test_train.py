@@ -1,0 +1,108 @@
+"""Training end to end on the embedded data: every model, seeds, checkpoints, evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import open_dict
+
+from src.train import train
+from tests.conftest import ROOT, needs_fashion, run_script
+
+FAST = ["trainer.fast_dev_run=true", "data.eval_batch_size=64", "model.iwae_samples=4"]
+SHORT = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=10",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "data.eval_batch_size=200",
+    "model.iwae_samples=8",
+    "trainer.log_every_n_steps=2",
+    "trainer.num_sanity_val_steps=0",
+]
+pytestmark = needs_fashion
+
+
+@pytest.mark.parametrize("model", ["vae", "vae_2d", "vae_conv", "vae_gumbel"])
+def test_fast_dev_run_every_model(make_cfg, model: str) -> None:
+    metrics = train(make_cfg(f"model={model}", *FAST))
+    for key in ("train/nelbo", "val/nelbo", "test/nelbo", "test/iwae_nll", "test/kl"):
+        assert math.isfinite(metrics[key]), key
+    # one decoder pass of 784 Bernoulli pixels: an untrained model pays about 784 * log 2 nats
+    assert 300 < metrics["test/nelbo"] < 1000
+
+
+@pytest.mark.parametrize("loss", ["gaussian", "continuous_bernoulli"])
+def test_fast_dev_run_grey_level_likelihoods(make_cfg, loss: str) -> None:
+    metrics = train(make_cfg(f"loss={loss}", "data.binarize=false", "loss.kl=monte_carlo", *FAST))
+    assert math.isfinite(metrics["test/nelbo"])
+
+
+def test_mnist_from_data_dir(make_cfg, fake_mnist_dir: Path) -> None:
+    cfg = make_cfg("data=mnist", f"data.data_dir={fake_mnist_dir}", "data.val_size=100", *FAST)
+    assert math.isfinite(train(cfg)["val/nelbo"])
+
+
+def test_same_seed_same_loss_other_seed_other_loss(make_cfg) -> None:
+    runs = [train(make_cfg(f"seed={seed}", "logger=csv", *SHORT)) for seed in (1, 1, 2)]
+    assert runs[0]["train/nelbo"] == runs[1]["train/nelbo"]
+    assert runs[0]["val/nelbo"] == runs[1]["val/nelbo"]
+    assert runs[0]["train/nelbo"] != runs[2]["train/nelbo"]
+
+
+def test_training_lowers_the_negative_elbo(make_cfg) -> None:
+    cfg = make_cfg("logger=csv", "callbacks=none", *SHORT)
+    with open_dict(cfg):
+        cfg.trainer.limit_train_batches = 60
+    before = train(make_cfg("train=false", "logger=csv", "callbacks=none", *SHORT))["test/nelbo"]
+    after = train(cfg)["test/nelbo"]
+    assert after < before - 150, (before, after)
+
+
+def test_checkpoint_then_eval_reproduces_the_validation_metric(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(
+        "model=vae_gumbel",
+        "trainer.limit_val_batches=1.0",
+        "test=false",
+        *[o for o in SHORT if "limit_val" not in o],
+    )
+    metrics = train(cfg)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and (tmp_path / "checkpoints" / "epoch_000.ckpt").is_file()
+    # eval.py finds the config next to the checkpoint, as in a real run directory
+    (tmp_path / ".hydra").mkdir()
+    from omegaconf import OmegaConf
+
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    result = run_script(
+        "eval.py",
+        f"ckpt_path={ckpt}",
+        "stages=[validate]",
+        f"paths.log_dir={tmp_path}/eval_logs",
+        "extras.print_config=false",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out_dir = next((tmp_path / "eval_logs" / "eval" / "runs").iterdir())
+    evaluated = json.loads((out_dir / "metrics.json").read_text())
+    assert evaluated["val/nelbo"] == pytest.approx(metrics["val/nelbo"], abs=1e-4)
+    assert evaluated["val/kl"] == pytest.approx(metrics["val/kl"], abs=1e-4)
+
+
+def test_sample_script_writes_a_png_grid(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg("test=false", *SHORT))
+    out = tmp_path / "grid.png"
+    result = run_script(
+        "scripts/sample.py", f"ckpt_path={tmp_path}/checkpoints/last.ckpt", "n=16", f"out={out}"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    from PIL import Image
+
+    image = Image.open(out)
+    assert image.size == (4 * 30 + 2, 4 * 30 + 2)  # 4x4 grid of 28 px with 2 px padding
+
+
+def test_root_is_the_repository() -> None:
+    assert (ROOT / "train.py").is_file() and (ROOT / "conf/train.yaml").is_file()
