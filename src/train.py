@@ -44,8 +44,9 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured model; returns the final metrics."""
     out = output_dir()
-    for group in ("data", "loss", "model", "trainer"):
-        check_types(cfg[group], group)
+    for group in ("data", "loss", "model", "trainer", "callbacks", "logger"):
+        if cfg.get(group):
+            check_types(cfg[group], group)
     apply_extras(cfg, out)
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist: point it at a .ckpt file.")

@@ -8,6 +8,7 @@ import hydra
 import lightning.pytorch as pl
 import pytest
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from omegaconf import open_dict
 
 from src.models.vae import VAE
 from src.train import build
@@ -86,3 +87,13 @@ def test_eval_config_composes(make_cfg, tmp_path: Path) -> None:
 def test_run_directories_never_collide() -> None:
     text = (ROOT / "conf/hydra/default.yaml").read_text()
     assert "%f}" in text  # microseconds in both run and sweep directory names
+
+
+def test_toy2d_data_config_builds(make_cfg) -> None:
+    cfg = make_cfg("data=toy2d", "data.name=rings", "data.n_train=1000")
+    with open_dict(cfg):  # the default model, the VAE, asks image data to binarise
+        cfg.data.pop("binarize")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup()
+    x, y = next(iter(datamodule.train_dataloader()))
+    assert x.shape == (256, 2) and datamodule.distribution.name == "rings"

@@ -128,6 +128,6 @@ def test_embedded_fashion_mnist() -> None:
     assert find_idx_dir("fashion_mnist", "/nonexistent") == FASHION_DIR
     assert len(dm.splits["train"]) == 55_000 and len(dm.splits["val"]) == 5000
     assert len(dm.splits["test"]) == 10_000
-    counts = torch.bincount(dm.splits["test"].labels, minlength=10)
+    counts = torch.bincount(dm.splits["test"].tensors[1], minlength=10)
     assert torch.equal(counts, torch.full((10,), 1000))
     assert dm.classes[9] == "Ankle boot"

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
 
+from src.data.batches import TensorBatches, batch_loader
 from src.data.idx import read_idx
 from src.utils.errors import UserError
 
@@ -61,21 +62,14 @@ def find_idx_dir(name: str, data_dir: str | Path) -> Path | None:
     return None
 
 
-class TensorBatches(Dataset):
-    """Indexed by a list of indices, returns a whole batch `(images, labels)`."""
+def to_unit_interval(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to floats in [0, 1] (float images pass through)."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, binarize: bool = False) -> None:
-        self.images, self.labels, self.binarize = images, labels, binarize
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[idx]
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
-        if self.binarize:
-            x = torch.bernoulli(x)
-        return x, self.labels[idx]
+def dynamic_binarisation(images: torch.Tensor) -> torch.Tensor:
+    """Each pixel resampled as Bernoulli(grey level), anew every time."""
+    return torch.bernoulli(to_unit_interval(images))
 
 
 class ImageDataModule(LightningDataModule):
@@ -163,25 +157,17 @@ class ImageDataModule(LightningDataModule):
         if binarize:
             val_images = self._fixed_binarisation(val_images, self.hparams.split_seed + 1)
             test_images = self._fixed_binarisation(test_images, self.hparams.split_seed + 2)
+        train_transform = dynamic_binarisation if binarize else to_unit_interval
         self.splits = {
-            "train": TensorBatches(images[train_idx], labels[train_idx], binarize=binarize),
-            "val": TensorBatches(val_images, labels[val_idx]),
-            "test": TensorBatches(test_images, test_labels),
+            "train": TensorBatches(images[train_idx], labels[train_idx], transform=train_transform),
+            "val": TensorBatches(val_images, labels[val_idx], transform=to_unit_interval),
+            "test": TensorBatches(test_images, test_labels, transform=to_unit_interval),
         }
 
     def _loader(self, split: str) -> DataLoader:
-        dataset = self.splits[split]
-        if split == "train":
-            sampler = BatchSampler(RandomSampler(dataset), self.hparams.batch_size, drop_last=True)
-        else:
-            sampler = BatchSampler(SequentialSampler(dataset), self.hparams.eval_batch_size, False)
-        return DataLoader(
-            dataset,
-            sampler=sampler,
-            batch_size=None,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        train = split == "train"
+        batch_size = self.hparams.batch_size if train else self.hparams.eval_batch_size
+        return batch_loader(self.splits[split], batch_size, train, None, self.hparams.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -35,7 +35,9 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader
+
+from src.data.batches import TensorBatches, batch_loader
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -43,7 +45,6 @@ __all__ = [
     "EightGaussians",
     "Moons",
     "Rings",
-    "TensorBatches",
     "Toy2dDataModule",
     "Toy2dDistribution",
     "available_distributions",
@@ -474,22 +475,6 @@ def kl_on_grid(log_p_true: Tensor, log_q_unnormalised: Tensor) -> float:
     return float((lp.exp() * (lp - lq)).sum())
 
 
-class TensorBatches(Dataset):
-    """Indexed by a list of indices, returns the whole batch `(x[idx], labels[idx])`."""
-
-    def __init__(self, x: Tensor, labels: Tensor) -> None:
-        if len(x) != len(labels):
-            raise ValueError(f"{len(x)} points but {len(labels)} labels")
-        self.x, self.labels = x, labels
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, idx: list[int]) -> tuple[Tensor, Tensor]:
-        index = torch.as_tensor(idx, dtype=torch.long)
-        return self.x[index], self.labels[index]
-
-
 def _split_seed(seed: int, stream: int) -> int:
     """A seed for one of the independent random streams (splits, sampler) derived from `seed`."""
     state = np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)
@@ -511,8 +496,7 @@ class Toy2dDataModule(LightningDataModule):
     one (all but "checkerboard", which rejects it). `distribution` exposes the true density, e.g.
     `self.trainer.datamodule.distribution.log_prob(x)`.
 
-    The loaders yield whole batches from a `BatchSampler` used as the sampler, so with several
-    devices set the Trainer's `use_distributed_sampler=False` (sharding is not implemented).
+    The loaders yield whole batches (`src.data.batches`); under DDP each process gets its share.
     """
 
     def __init__(
@@ -571,19 +555,15 @@ class Toy2dDataModule(LightningDataModule):
         return data
 
     def train_dataloader(self) -> DataLoader:
-        dataset = TensorBatches(*self._split("train"))
         generator = torch.Generator().manual_seed(
             _split_seed(self.hparams.seed, _STREAMS["train_sampler"])
         )
-        sampler = BatchSampler(
-            RandomSampler(dataset, generator=generator), self.hparams.batch_size, drop_last=True
+        return batch_loader(
+            TensorBatches(*self._split("train")), self.hparams.batch_size, True, generator
         )
-        return DataLoader(dataset, sampler=sampler, batch_size=None)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        dataset = TensorBatches(*self._split(split))
-        sampler = BatchSampler(SequentialSampler(dataset), self.hparams.batch_size, drop_last=False)
-        return DataLoader(dataset, sampler=sampler, batch_size=None)
+        return batch_loader(TensorBatches(*self._split(split)), self.hparams.batch_size, False)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

@@ -61,14 +61,14 @@ class BaseModule(LightningModule):
         return torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + batch_idx)
 
     def log_terms(self, stage: str, terms: dict[str, torch.Tensor], batch_size: int) -> None:
-        """Log `stage/name` for each term: per step and per epoch in training, per epoch else."""
-        train = stage == "train"
+        """Log `stage/name` for each term: per step and per epoch in training, per epoch else.
+        Epoch values are averaged over all processes under DDP."""
         self.log_dict(
             {f"{stage}/{name}": value for name, value in terms.items()},
-            on_step=train,
+            on_step=stage == "train",
             on_epoch=True,
             batch_size=batch_size,
-            sync_dist=not train,
+            sync_dist=True,
         )
 
     def configure_optimizers(self) -> dict[str, Any]:

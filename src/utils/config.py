@@ -66,14 +66,16 @@ def _describe(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def _hints(target: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+def _hints(target: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
+    """Type hint per constructor parameter, and whether it takes arbitrary **kwargs."""
     fn = target.__init__ if inspect.isclass(target) else target
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # unresolvable annotations (third-party code): do not check
         hints = {}
     params = inspect.signature(target).parameters
-    return {name: hints.get(name, inspect.Parameter.empty) for name in params}
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {name: hints.get(name, inspect.Parameter.empty) for name in params}, var_kw
 
 
 def check_types(cfg: DictConfig | ListConfig, path: str = "") -> None:
@@ -85,9 +87,10 @@ def check_types(cfg: DictConfig | ListConfig, path: str = "") -> None:
         return
     target_name = cfg.get("_target_") if "_target_" in cfg else None
     hints: dict[str, Any] = {}
+    var_kw = True
     if isinstance(target_name, str):
         try:
-            hints = _hints(get_object(target_name))
+            hints, var_kw = _hints(get_object(target_name))
         except (ImportError, AttributeError, ValueError, TypeError) as err:
             where = f"{path or 'config'}._target_"
             raise UserError(f"{where}={target_name} cannot be imported ({err})") from None
@@ -101,6 +104,12 @@ def check_types(cfg: DictConfig | ListConfig, path: str = "") -> None:
             check_types(value, full)
             continue
         if key not in hints:
+            if not var_kw:
+                takes = ", ".join(k for k in hints if k not in ("self", "args", "kwargs"))
+                raise UserError(
+                    f"{full} is not a parameter of {target_name} (it takes: {takes}). Remove it, "
+                    "or choose configs that fit together (e.g. the VAE needs image data)."
+                )
             continue
         if isinstance(value, DictConfig | ListConfig):
             value = OmegaConf.to_container(value, resolve=True)
