@@ -95,5 +95,6 @@ def test_toy2d_data_config_builds(make_cfg) -> None:
         cfg.data.pop("binarize")
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
-    x, y = next(iter(datamodule.train_dataloader()))
-    assert x.shape == (256, 2) and datamodule.distribution.name == "rings"
+    x, labels = next(iter(datamodule.train_dataloader()))
+    assert x.shape == (256, 2) and labels.shape == (256,)
+    assert datamodule.distribution.name == "rings"

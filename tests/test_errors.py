@@ -186,5 +186,5 @@ def test_copy_of_system_data_is_not_needed() -> None:
 
 def test_configs_that_do_not_fit_together_are_named(make_cfg) -> None:
     cfg = make_cfg("data=toy2d")  # the default model, the VAE, asks the data to binarise
-    with pytest.raises(UserError, match="data.binarize is not a parameter of .*Toy2dDataModule"):
+    with pytest.raises(UserError, match=r"data.binarize is not a parameter of .*Toy2dDataModule"):
         check_types(cfg.data, "data")
