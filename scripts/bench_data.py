@@ -1,6 +1,6 @@
 """One epoch of training batches: the framework's DataModule versus torchvision's FashionMNIST.
 
-    python scripts/bench_data.py [--repeats 3] [--batch-size 128] [--source DIR]
+    python scripts/bench_data.py [--repeats 3] [--batch-size 128] [--threads N] [--source DIR]
 
 - framework: `src.data.image_datamodule.ImageDataModule(name="fashion_mnist", batch_size=128)`
   after `prepare_data()` / `setup("fit")`, iterating `train_dataloader()` to the end; once as
@@ -14,7 +14,7 @@ Only the epoch is timed; building the dataset (reading the files) is reported ap
 The two training sets differ in size (the DataModule holds 5000 images out for validation and
 drops the last partial batch), so speeds are compared in images per second. The runs alternate,
 the figures are medians, and the final line is the ratio DataModule / torchvision (target >= 10).
-It is a benchmark, not a test.
+It is a benchmark, not a test. `--threads N` sets torch's thread count (default: torch's own).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
+from torchvision import datasets, transforms  # noqa: E402
 
 from src.data.image_datamodule import ImageDataModule  # noqa: E402
 
@@ -100,8 +101,6 @@ def datamodule_loader(data_dir: str, batch_size: int, binarize: bool) -> Callabl
 
 def torchvision_loader(root: str, batch_size: int) -> Callable[[], DataLoader]:
     def build() -> DataLoader:
-        from torchvision import datasets, transforms
-
         dataset = datasets.FashionMNIST(
             root, train=True, transform=transforms.ToTensor(), download=False
         )
@@ -123,16 +122,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="epochs of each loader")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: leave torch's default)",
+    )
+    parser.add_argument(
         "--source", default=DEBIAN_DIR, help="directory of the Fashion-MNIST IDX files (.gz)"
     )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.batch_size < 1:
         parser.error("need --repeats >= 1 and --batch-size >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("need --threads >= 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> float:
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:

@@ -1,6 +1,7 @@
 """Training speed through the framework's Trainer versus a plain PyTorch loop on the same model.
 
-    python scripts/bench_trainer.py [--steps 300] [--warmup 30] [--repeats 3] [override ...]
+    python scripts/bench_trainer.py [--steps 300] [--warmup 30] [--repeats 3] [--threads N]
+                                    [--verbose] [override ...]
     python scripts/bench_trainer.py model=vae_conv data.batch_size=256
 
 Both sides are built from the real training config (composed with Hydra's compose API, default
@@ -16,6 +17,8 @@ model=vae data=fashion_mnist; extra Hydra overrides are passed through):
 
 The two sides run alternately (A B A B ...). The figures are steps per second, median of the
 repeats, and their ratio framework / baseline (target >= 0.9); it is a benchmark, not a test.
+The per-repeat ratios are printed too: on a shared machine they are steadier than the medians.
+`--threads N` sets torch's thread count for both sides (default: torch's own choice).
 """
 
 from __future__ import annotations
@@ -40,11 +43,10 @@ sys.path.insert(0, str(ROOT))
 import hydra  # noqa: E402
 import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from src.train import ConfigInCheckpoint, build  # noqa: E402
+from src.utils.compose import compose_run_config  # noqa: E402
 from src.utils.config import check_types  # noqa: E402
 from src.utils.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
 
@@ -81,7 +83,8 @@ class StepTimer(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        synchronize(module.device)
+        if trainer.global_step >= trainer.max_steps > 0:  # the last step: wait for the device
+            synchronize(module.device)
         self.last_batch_end = time.perf_counter()
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -99,7 +102,6 @@ class StepTimer(pl.Callback):
 
 def compose_config(overrides: list[str], steps: int, output_dir: str) -> DictConfig:
     """The training config as `python train.py` would see it, with validation and test off."""
-    os.environ["PROJECT_ROOT"] = str(ROOT)
     bench = [
         "train=true",
         "test=false",
@@ -108,15 +110,8 @@ def compose_config(overrides: list[str], steps: int, output_dir: str) -> DictCon
         "trainer.limit_val_batches=0",
         "trainer.num_sanity_val_steps=0",
     ]
-    GlobalHydra.instance().clear()
-    with hydra.initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra.compose(
-            "train", overrides=[*DEFAULT_OVERRIDES, *overrides, *bench], return_hydra_config=True
-        )
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):  # as @hydra.main hands it over: the hydra node lives in HydraConfig
-        del cfg["hydra"]
-        cfg.paths.output_dir = output_dir
+    cfg = compose_run_config([*DEFAULT_OVERRIDES, *overrides, *bench], output_dir)
+    with open_dict(cfg):
         # no validation, so no val metric: early stopping must not insist on one
         if OmegaConf.select(cfg, "callbacks.early_stopping._target_"):
             cfg.callbacks.early_stopping.strict = False
@@ -178,7 +173,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run")
     parser.add_argument("--warmup", type=int, default=30, help="untimed steps at the start")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each side")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each side")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads for both sides (default: leave torch's default)",
+    )
     parser.add_argument(
         "--verbose", action="store_true", help="show Lightning's output (summary, progress bar)"
     )
@@ -188,11 +189,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("need 0 <= --warmup < --steps")
     if args.repeats < 1:
         parser.error("need --repeats >= 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("need --threads >= 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> float:
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if not args.verbose:
         logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module="lightning")
@@ -233,6 +238,12 @@ def main(argv: list[str] | None = None) -> float:
     print(f"| framework (to last batch end) | {fw_batch:.1f} | {runs} | {fw_batch / base:.2f} |")
     runs = ", ".join(f"{v:.1f}" for v in baseline)
     print(f"| baseline (plain PyTorch loop) | {base:.1f} | {runs} | 1.00 |")
+    paired = [f / b for f, b in zip(framework, baseline, strict=True)]
+    print()
+    print(
+        f"per-repeat ratios (each framework run / the baseline run after it): "
+        f"{', '.join(f'{r:.2f}' for r in paired)}; median {statistics.median(paired):.2f}"
+    )
     print()
     print(f"ratio: {ratio:.2f}")
     return ratio

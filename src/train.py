@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
         if best:
             log.info(f"testing the best checkpoint {best}")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(scalar_metrics(trainer.callback_metrics))
     save_metrics(metrics, out)
     if trainer.is_global_zero:

@@ -10,15 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from src.data.idx import write_idx
 from src.data.image_datamodule import FILES
+from src.utils.compose import ROOT, compose_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(
@@ -29,19 +26,11 @@ needs_fashion = pytest.mark.skipif(
 def compose_config(
     overrides: list[str], output_dir: Path, config_name: str = "train"
 ) -> DictConfig:
-    """The config train.py would get, with its run directory set to `output_dir`."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    """The config train.py would get, with its run and log directories under `output_dir`."""
+    cfg = compose_run_config(overrides, output_dir, config_name)
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
         cfg.paths.log_dir = str(output_dir / "logs")
         cfg.extras.print_config = False
-        del cfg.hydra
     return cfg
 
 

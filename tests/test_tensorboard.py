@@ -32,7 +32,8 @@ SCALARS = {
     "train/nelbo_step",
     "train/recon_step",
     "train/kl_step",
-    "train/nelbo_epoch",
+    "train/nelbo",
+    "train/kl",
     "val/nelbo",
     "val/recon",
     "val/kl",
@@ -64,6 +65,8 @@ def test_scalars_and_images_are_logged(run_dir: Path) -> None:
     assert set(tags["scalars"]) >= SCALARS, sorted(tags["scalars"])
     assert set(tags["images"]) >= IMAGES, tags["images"]
     assert len(events.Scalars("val/nelbo")) == 2  # one per validation epoch
+    assert len(events.Scalars("train/nelbo")) == 2  # one per training epoch
+    assert len(events.Scalars("train/nelbo_step")) == 4  # 2 x 8 steps, written every 4th
     for tag in IMAGES:
         assert len(events.Images(tag)) == 2
     recon = events.Images("val/reconstructions")[-1]

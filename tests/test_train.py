@@ -106,3 +106,23 @@ def test_sample_script_writes_a_png_grid(make_cfg, tmp_path: Path) -> None:
 
 def test_root_is_the_repository() -> None:
     assert (ROOT / "train.py").is_file() and (ROOT / "conf/train.yaml").is_file()
+
+
+def test_basic_multirun_gives_one_directory_per_job(tmp_path: Path) -> None:
+    result = run_script(
+        "train.py",
+        "-m",
+        "debug=fdr",
+        "model.latent.dim=2,3",
+        "model.iwae_samples=2",
+        "data.eval_batch_size=64",
+        f"paths.log_dir={tmp_path}",
+        "extras.print_config=false",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (sweep,) = (tmp_path / "debug" / "multiruns").iterdir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job, dim in (("0", 2), ("1", 3)):
+        assert f"model.latent.dim={dim}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
+        assert math.isfinite(json.loads((sweep / job / "metrics.json").read_text())["test/nelbo"])

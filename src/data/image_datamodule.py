@@ -68,8 +68,9 @@ def to_unit_interval(images: torch.Tensor) -> torch.Tensor:
 
 
 def dynamic_binarisation(images: torch.Tensor) -> torch.Tensor:
-    """Each pixel resampled as Bernoulli(grey level), anew every time."""
-    return torch.bernoulli(to_unit_interval(images))
+    """Each pixel resampled as Bernoulli(grey level), anew every time (u < p: a 1 with prob. p)."""
+    probs = to_unit_interval(images)
+    return (torch.rand_like(probs) < probs).to(probs.dtype)
 
 
 class ImageDataModule(LightningDataModule):
@@ -79,7 +80,7 @@ class ImageDataModule(LightningDataModule):
         self,
         name: str = "fashion_mnist",
         data_dir: str = "data/",
-        batch_size: int = 128,
+        batch_size: int = 256,
         eval_batch_size: int = 256,
         val_size: int = 5000,
         split_seed: int = 12345,

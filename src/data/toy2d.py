@@ -120,8 +120,24 @@ class Toy2dDistribution:
         raise NotImplementedError
 
 
+class _AroundACircle:
+    """Noise scale and box of the mixtures laid out up to a circle of `radius`, noise `std`."""
+
+    radius: float
+    std: float
+
+    @property
+    def scale(self) -> float:
+        return float(self.std)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        hi = self.radius + _PAD_STDS * self.std
+        return (-hi, hi)
+
+
 @dataclass(frozen=True)
-class EightGaussians(Toy2dDistribution):
+class EightGaussians(_AroundACircle, Toy2dDistribution):
     """Equal mixture of 8 isotropic Gaussians with std `std`, centred at angles 2πk/8 on a circle
     of radius `radius`. Labels are the component k = 0..7; `modes` are the 8 centres."""
 
@@ -143,15 +159,6 @@ class EightGaussians(Toy2dDistribution):
         return self._centres().float()
 
     @property
-    def scale(self) -> float:
-        return float(self.std)
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        hi = self.radius + _PAD_STDS * self.std
-        return (-hi, hi)
-
-    @property
     def num_components(self) -> int:
         return self.n_modes
 
@@ -170,7 +177,7 @@ class EightGaussians(Toy2dDistribution):
 
 
 @dataclass(frozen=True)
-class Rings(Toy2dDistribution):
+class Rings(_AroundACircle, Toy2dDistribution):
     """Equal mixture of `n_rings` concentric rings with radii r_k = radius * (k+1) / n_rings.
 
     A point has a uniform angle and radius |N(r_k, std^2)| (a folded normal), so the exact density
@@ -196,15 +203,6 @@ class Rings(Toy2dDistribution):
     def radii(self) -> Tensor:
         """The ring radii r_k, float32 (n_rings,)."""
         return self._radii().float()
-
-    @property
-    def scale(self) -> float:
-        return float(self.std)
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        hi = self.radius + _PAD_STDS * self.std
-        return (-hi, hi)
 
     @property
     def num_components(self) -> int:

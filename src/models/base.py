@@ -61,15 +61,32 @@ class BaseModule(LightningModule):
         return torch.Generator(device=self.device).manual_seed(self.eval_seed * 100_003 + batch_idx)
 
     def log_terms(self, stage: str, terms: dict[str, torch.Tensor], batch_size: int) -> None:
-        """Log `stage/name` for each term: per step and per epoch in training, per epoch else.
-        Epoch values are averaged over all processes under DDP."""
-        self.log_dict(
-            {f"{stage}/{name}": value for name, value in terms.items()},
-            on_step=stage == "train",
-            on_epoch=True,
-            batch_size=batch_size,
-            sync_dist=True,
-        )
+        """Log `stage/name` for each term, averaged over the epoch (and over processes under DDP).
+
+        Training also logs `train/name_step` on the steps the loggers write. Its epoch means are
+        summed here and logged once at the epoch's end: `self.log` on every step would cost a
+        millisecond or two per step, a fifth of a small model's step on a CPU.
+        """
+        if stage != "train":
+            names = {f"{stage}/{name}": value for name, value in terms.items()}
+            self.log_dict(names, on_epoch=True, batch_size=batch_size, sync_dist=True)
+            return
+        for name, value in terms.items():
+            previous = self._epoch_sums.get(name, 0.0)
+            self._epoch_sums[name] = previous + value.detach() * batch_size
+        self._epoch_count += batch_size
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            steps = {f"train/{name}_step": value for name, value in terms.items()}
+            self.log_dict(steps, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums: dict[str, torch.Tensor] = {}
+        self._epoch_count = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_count:
+            means = {f"train/{k}": v / self._epoch_count for k, v in self._epoch_sums.items()}
+            self.log_dict(means, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -18,6 +18,7 @@ from torch import nn
 
 from src.losses.elbo import ELBO
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.components.latents import GaussianLatent
 from src.utils.images import has_image_logger, log_figure, log_image_grid
 
 NetFactory = Callable[..., nn.Module]
@@ -131,7 +132,7 @@ class VAE(BaseModule):
         noise = torch.Generator().manual_seed(self.eval_seed)
         samples = self.sample(self.hparams.n_image_samples, noise)
         log_image_grid(self.trainer, "val/samples", samples, nrow=8)
-        if codes and hasattr(self.latent, "split"):
+        if codes and isinstance(self.latent, GaussianLatent):
             mu, labels = (torch.cat(parts) for parts in zip(*codes, strict=True))
             self._log_latent_space(mu, labels)
 
