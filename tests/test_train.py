@@ -10,7 +10,7 @@ import pytest
 from omegaconf import open_dict
 
 from src.train import train
-from tests.conftest import ROOT, needs_fashion, run_script
+from tests.conftest import ROOT, compose_config, needs_fashion, run_script
 
 FAST = ["trainer.fast_dev_run=true", "data.eval_batch_size=64", "model.iwae_samples=4"]
 SHORT = [
@@ -46,18 +46,22 @@ def test_mnist_from_data_dir(make_cfg, fake_mnist_dir: Path) -> None:
     assert math.isfinite(train(cfg)["val/nelbo"])
 
 
-def test_same_seed_same_loss_other_seed_other_loss(make_cfg) -> None:
-    runs = [train(make_cfg(f"seed={seed}", "logger=csv", *SHORT)) for seed in (1, 1, 2)]
+def test_same_seed_same_loss_other_seed_other_loss(tmp_path: Path) -> None:
+    runs = [
+        train(compose_config([f"seed={seed}", "logger=csv", *SHORT], tmp_path / f"run{i}"))
+        for i, seed in enumerate((1, 1, 2))
+    ]
     assert runs[0]["train/nelbo"] == runs[1]["train/nelbo"]
     assert runs[0]["val/nelbo"] == runs[1]["val/nelbo"]
     assert runs[0]["train/nelbo"] != runs[2]["train/nelbo"]
 
 
-def test_training_lowers_the_negative_elbo(make_cfg) -> None:
-    cfg = make_cfg("logger=csv", "callbacks=none", *SHORT)
+def test_training_lowers_the_negative_elbo(tmp_path: Path) -> None:
+    quiet = ["logger=csv", "callbacks=none", *SHORT]
+    before = train(compose_config(["train=false", *quiet], tmp_path / "untrained"))["test/nelbo"]
+    cfg = compose_config(quiet, tmp_path / "trained")
     with open_dict(cfg):
         cfg.trainer.limit_train_batches = 60
-    before = train(make_cfg("train=false", "logger=csv", "callbacks=none", *SHORT))["test/nelbo"]
     after = train(cfg)["test/nelbo"]
     assert after < before - 150, (before, after)
 

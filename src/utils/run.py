@@ -41,6 +41,11 @@ def apply_extras(cfg: DictConfig, output_dir: str | None) -> None:
         for name in ("lightning", "lightning.pytorch"):
             logging.getLogger(name).handlers.clear()
             logging.getLogger(name).propagate = True
+    # Lightning's own use of a deprecated torch API, and its advertisement, on every run
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
