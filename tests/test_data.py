@@ -131,3 +131,17 @@ def test_embedded_fashion_mnist() -> None:
     counts = torch.bincount(dm.splits["test"].tensors[1], minlength=10)
     assert torch.equal(counts, torch.full((10,), 1000))
     assert dm.classes[9] == "Ankle boot"
+
+
+def test_failed_download_is_reported_without_a_traceback(tmp_path: Path, monkeypatch) -> None:
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno route to host")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)  # never touch the network
+    dm = ImageDataModule(name="mnist", data_dir=str(tmp_path), download=True)
+    if find_idx_dir("mnist", tmp_path) is not None:
+        pytest.skip("MNIST is installed system-wide here")
+    with pytest.raises(UserError, match=r"download of MNIST .* failed \(Error downloading"):
+        dm.prepare_data()

@@ -120,7 +120,11 @@ class ImageDataModule(LightningDataModule):
         try:
             getattr(torchvision.datasets, tv_name)(str(self.data_dir), download=True)
         except Exception as err:
-            raise UserError(f"download of {tv_name} into {self.data_dir} failed: {err}") from None
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"download of {tv_name} into {self.data_dir} failed ({reason}). Without internet, "
+                f"copy the four *-ubyte.gz files into {self.data_dir} instead."
+            ) from None
 
     def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         directory = find_idx_dir(self.name, self.data_dir)
