@@ -21,6 +21,9 @@ STAGES = ("validate", "test")
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     out = output_dir()
+    for group in ("trainer", "logger"):
+        if cfg.get(group):
+            check_types(cfg[group], group)
     apply_extras(cfg, out)
     unknown = set(cfg.stages) - set(STAGES)
     if unknown:
@@ -30,8 +33,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt = read_checkpoint(cfg.ckpt_path)
     run_cfg = run_config(cfg.ckpt_path, ckpt)
     with open_dict(run_cfg):
-        run_cfg.paths = cfg.paths
-        run_cfg = OmegaConf.merge(run_cfg, cfg.get("overrides") or {})
+        run_cfg.paths = cfg.paths  # this evaluation's directories, not the training run's
+    run_cfg = OmegaConf.merge(run_cfg, cfg.get("overrides") or {})
     model = load_model(cfg.ckpt_path, run_cfg, ckpt)
     check_types(run_cfg.data, "data")
     datamodule = hydra.utils.instantiate(run_cfg.data, _convert_="all")

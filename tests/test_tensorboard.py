@@ -84,6 +84,8 @@ def test_hparams_tab_holds_config_and_final_metrics(run_dir: Path) -> None:
     hparams = session.session_start_info.hparams
     assert hparams["model/latent/dim"].number_value == 2
     assert hparams["model/_target_"].string_value == "src.models.vae.VAE"
+    assert hparams["loss/likelihood/_target_"].string_value == "src.losses.likelihoods.Bernoulli"
+    assert not any(key.startswith("model/loss") for key in hparams)  # listed once, as loss/
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     metric_tags = {m.name.tag for m in experiment.experiment.metric_infos}
     assert {"final/val/nelbo", "final/test/nelbo", "final/test/iwae_nll"} <= metric_tags

@@ -88,6 +88,8 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
+        if prefix == "model/loss":  # the same node as the top-level `loss`
+            return
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(f"{prefix}/{k}" if prefix else str(k), v)
@@ -99,7 +101,6 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     for key in keys:
         if key in container:
             walk(key, container[key])
-    out.pop("model/loss", None)
     return out
 
 
