@@ -105,7 +105,8 @@ def test_datamodule_splits_batches_and_binarisation(fake_mnist_dir: Path) -> Non
     # binarisation keeps the grey level as the probability of a 1
     torch.testing.assert_close(bx.mean(), val_x.mean(), atol=0.01, rtol=0)
     ids = list(range(32))
-    first, second = binary.splits["train"][ids][0], binary.splits["train"][ids][0]
+    train = binary.splits["train"]
+    first, second = train.__getitems__(ids)[0], train.__getitems__(ids)[0]
     assert not torch.equal(first, second)  # dynamic in training
 
 
@@ -145,3 +146,13 @@ def test_failed_download_is_reported_without_a_traceback(tmp_path: Path, monkeyp
         pytest.skip("MNIST is installed system-wide here")
     with pytest.raises(UserError, match=r"download of MNIST .* failed \(Error downloading"):
         dm.prepare_data()
+
+
+def test_single_items_and_batches_agree(fake_mnist_dir: Path) -> None:
+    dm = ImageDataModule(name="mnist", data_dir=str(fake_mnist_dir), val_size=100)
+    dm.setup()
+    test = dm.splits["test"]
+    x, y = test.__getitems__([3, 7])
+    for row, i in enumerate((3, 7)):
+        xi, yi = test[i]
+        assert torch.equal(xi, x[row]) and yi == y[row] and xi.shape == (1, 28, 28)

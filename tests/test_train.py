@@ -130,3 +130,17 @@ def test_basic_multirun_gives_one_directory_per_job(tmp_path: Path) -> None:
     for job, dim in (("0", 2), ("1", 3)):
         assert f"model.latent.dim={dim}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
         assert math.isfinite(json.loads((sweep / job / "metrics.json").read_text())["test/nelbo"])
+
+
+def test_overfit_preset_trains_on_the_same_few_batches(make_cfg) -> None:
+    """Lightning swaps in a sequential sampler for overfit_batches: the loaders must allow it."""
+    cfg = make_cfg(
+        "debug=overfit",
+        "trainer.max_epochs=3",
+        "trainer.overfit_batches=2",
+        "trainer.limit_test_batches=1",
+        "data.eval_batch_size=64",
+        "model.iwae_samples=2",
+    )
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/nelbo"]) and math.isfinite(metrics["test/nelbo"])

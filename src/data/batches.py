@@ -1,9 +1,10 @@
-"""Whole batches by tensor indexing: no per-sample Python work, no collation.
+"""Whole batches by tensor indexing: no per-sample Python work, no per-sample collation.
 
-`TensorBatches` is indexed by a list of indices and returns the batch of every tensor it holds;
-`batch_loader` feeds it a `BatchSampler` as the sampler (with `batch_size=None`, so the DataLoader
-neither batches nor collates). Under DDP Lightning wraps that sampler so that each process gets its
-own share of the batches.
+`TensorBatches.__getitems__` takes the list of indices of a batch and returns the batch of every
+tensor it holds in one indexing operation; PyTorch's DataLoader calls it when the dataset has it,
+and `batch_loader` passes the result through unchanged. The batches come from a standard
+`BatchSampler`, so Lightning can rebuild it (a DistributedSampler under DDP, a sequential one for
+`overfit_batches`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,13 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
 
 class TensorBatches(Dataset):
-    """`dataset[idx_list]` -> `(transform(first[idx]), *(rest[idx]))`."""
+    """`dataset.__getitems__(indices)` -> `(transform(first[indices]), *(rest[indices]))`."""
 
-    def __init__(
-        self,
-        *tensors: torch.Tensor,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
+    def __init__(self, *tensors: torch.Tensor, transform: Transform | None = None) -> None:
         if len({len(t) for t in tensors}) != 1:
             raise ValueError(f"tensors of different lengths: {[len(t) for t in tensors]}")
         self.tensors, self.transform = tensors, transform
@@ -29,10 +28,18 @@ class TensorBatches(Dataset):
     def __len__(self) -> int:
         return len(self.tensors[0])
 
-    def __getitem__(self, idx: list[int]) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(idx, dtype=torch.long)
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long)
         first, *rest = (t[index] for t in self.tensors)
         return (first if self.transform is None else self.transform(first), *rest)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[0] for t in self.__getitems__([i]))
+
+
+def already_batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The collate function of `batch_loader`: `__getitems__` already made the batch."""
+    return batch
 
 
 def batch_loader(
@@ -47,8 +54,8 @@ def batch_loader(
     order = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
     return DataLoader(
         dataset,
-        sampler=BatchSampler(order, batch_size, drop_last=train),
-        batch_size=None,
+        batch_sampler=BatchSampler(order, batch_size, drop_last=train),
+        collate_fn=already_batched,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
