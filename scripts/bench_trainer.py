@@ -47,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from src.train import ConfigInCheckpoint, build  # noqa: E402
 from src.utils.compose import compose_run_config  # noqa: E402
-from src.utils.config import check_types  # noqa: E402
+from src.utils.config import check_groups  # noqa: E402
 from src.utils.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
 
 DEFAULT_OVERRIDES = ["model=vae", "data=fashion_mnist"]
@@ -126,8 +126,7 @@ def run_framework(
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = output_dir
-    for group in ("data", "model", "trainer"):
-        check_types(cfg[group], group)
+    check_groups(cfg, ("data", "loss", "model", "trainer"))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = build(cfg)
     timer = StepTimer(warmup)

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.train import output_dir
 from src.utils.checkpoint import load_model, read_checkpoint, run_config
-from src.utils.config import check_types
+from src.utils.config import check_groups
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate_loggers
 from src.utils.run import apply_extras, save_metrics, scalar_metrics
@@ -21,9 +21,7 @@ STAGES = ("validate", "test")
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     out = output_dir()
-    for group in ("trainer", "logger"):
-        if cfg.get(group):
-            check_types(cfg[group], group)
+    check_groups(cfg, ("trainer", "logger"))
     apply_extras(cfg, out)
     unknown = set(cfg.stages) - set(STAGES)
     if unknown:
@@ -36,7 +34,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         run_cfg.paths = cfg.paths  # this evaluation's directories, not the training run's
     run_cfg = OmegaConf.merge(run_cfg, cfg.get("overrides") or {})
     model = load_model(cfg.ckpt_path, run_cfg, ckpt)
-    check_types(run_cfg.data, "data")
+    check_groups(run_cfg, ("data",))
     datamodule = hydra.utils.instantiate(run_cfg.data, _convert_="all")
     if run_cfg.get("seed") is not None:
         pl.seed_everything(run_cfg.seed, workers=True)

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from src.utils.config import check_types
+from src.utils.config import check_groups
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from src.utils.run import apply_extras, log_final_hparams, save_metrics, scalar_metrics
@@ -44,9 +44,7 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured model; returns the final metrics."""
     out = output_dir()
-    for group in ("data", "loss", "model", "trainer", "callbacks", "logger"):
-        if cfg.get(group):
-            check_types(cfg[group], group)
+    check_groups(cfg, ("data", "loss", "model", "trainer", "callbacks", "logger"))
     apply_extras(cfg, out)
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist: point it at a .ckpt file.")

@@ -16,7 +16,7 @@ from src.data.image_datamodule import FILES
 from src.models.components.latents import GaussianLatent
 from src.models.components.nets import MLPDecoder, MLPEncoder
 from src.models.vae import VAE
-from src.utils.config import check_types
+from src.utils.config import check_groups, check_types
 from src.utils.errors import UserError
 from tests.conftest import FASHION_DIR, run_script, write_fake_mnist
 
@@ -79,8 +79,7 @@ def test_wrong_typed_override_is_caught_before_building(
 ) -> None:
     cfg = make_cfg(override)
     with pytest.raises(UserError, match=re.escape(phrase)):
-        for group in ("data", "loss", "model", "trainer"):
-            check_types(cfg[group], group)
+        check_groups(cfg, ("data", "loss", "model", "trainer"))
 
 
 @pytest.mark.parametrize(
@@ -94,8 +93,7 @@ def test_wrong_typed_override_is_caught_before_building(
 )
 def test_well_typed_overrides_pass(make_cfg, good: str) -> None:
     cfg = make_cfg(good)
-    for group in ("data", "loss", "model", "trainer"):
-        check_types(cfg[group], group)
+    check_groups(cfg, ("data", "loss", "model", "trainer"))
 
 
 def test_wrong_typed_override_exits_2(tmp_path: Path, earlier_run: Path) -> None:

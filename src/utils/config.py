@@ -119,3 +119,10 @@ def check_types(cfg: DictConfig | ListConfig, path: str = "") -> None:
                 f"{full}={value!r} has the wrong type: {target_name} expects "
                 f"{expected} there. Fix the override: {full}=<{expected}>."
             )
+
+
+def check_groups(cfg: DictConfig, groups: tuple[str, ...]) -> None:
+    """`check_types` on each of these top-level groups that the config sets."""
+    for group in groups:
+        if cfg.get(group):
+            check_types(cfg[group], group)

@@ -36,6 +36,11 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
             rich.print(tree, file=f)
 
 
+def _no_advertisement(record: logging.LogRecord) -> bool:
+    """Logging filter: drop Lightning's tip to install its cloud logger."""
+    return "litlogger" not in record.getMessage()
+
+
 def apply_extras(cfg: DictConfig, output_dir: str | None) -> None:
     if logging.getLogger().handlers:  # Hydra configured logging: one handler, not two
         for name in ("lightning", "lightning.pytorch"):
@@ -43,9 +48,7 @@ def apply_extras(cfg: DictConfig, output_dir: str | None) -> None:
             logging.getLogger(name).propagate = True
     # Lightning's own use of a deprecated torch API, and its advertisement, on every run
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
-    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_advertisement)
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
