@@ -1,0 +1,237 @@
+"""Span metrics for sequence tagging: strict span extraction, span F1 and tagged-text rendering.
+
+Tags are "PREFIX-TYPE" strings ("B-PER", "I-LOC") or bare prefixes ("O", and the untyped "B",
+"M", "E", "S" of Chinese word segmentation, whose spans have type ""). Schemes:
+
+    BIO     a span is B-X I-X*
+    BIOES   a span is S-X, or B-X I-X* E-X
+    BMES    a span (a word) is S, or B M* E; typed B-X/M-X/E-X/S-X are accepted too
+    None    no spans (e.g. POS tagging): only token accuracy is meaningful
+
+Extraction is STRICT, as seqeval's mode="strict" with the IOB2 / IOBES schemes: a span counts
+only when it is well-formed, and ill-formed fragments (an I-X after O, a B-X I-X without its
+E-X under BIOES, a type change inside a span) are not spans. One scanner, driven by the
+per-scheme `SpanRule`, serves all three schemes.
+
+`SpanF1` scores predicted tag ids against gold ones as seqeval does: micro precision, recall
+and F1 over all spans (0 when undefined, as zero_division=0), F1 per type, and token accuracy.
+Its states are counts summed across processes, so it is exact under DDP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torchmetrics import Metric
+
+from src.utils.errors import UserError
+
+
+@dataclass(frozen=True)
+class SpanRule:
+    """The prefixes of one scheme: a span is `single` alone, or `begin` `inside`* [`end`].
+
+    With `end` None (BIO) a span closes at the first token that does not continue it; otherwise
+    it must close with an `end` tag of the same type.
+    """
+
+    begin: str
+    inside: str
+    end: str | None
+    single: str | None
+
+    @property
+    def prefixes(self) -> set[str]:
+        """Every prefix the scheme allows, "O" included."""
+        return {"O", self.begin, self.inside} | {p for p in (self.end, self.single) if p}
+
+
+RULES = {
+    "BIO": SpanRule(begin="B", inside="I", end=None, single=None),
+    "BIOES": SpanRule(begin="B", inside="I", end="E", single="S"),
+    "BMES": SpanRule(begin="B", inside="M", end="E", single="S"),
+}
+
+Span = tuple[str, int, int]
+
+
+def _rule(scheme: str) -> SpanRule:
+    if scheme not in RULES:
+        raise UserError(f"tag scheme {scheme!r} is unknown; available: {', '.join(RULES)}, None.")
+    return RULES[scheme]
+
+
+def parse_tag(tag: str) -> tuple[str, str]:
+    """(prefix, type) of a tag: "B-PER" -> ("B", "PER"), "O" -> ("O", ""), "S" -> ("S", "")."""
+    prefix, _, kind = tag.partition("-")
+    return prefix, kind
+
+
+def _scan(
+    parsed: Sequence[tuple[str, Hashable]], rule: SpanRule
+) -> list[tuple[Hashable, int, int]]:
+    """Strict spans (type, start, end_exclusive) of a sequence of (prefix, type) pairs."""
+    spans = []
+    n = len(parsed)
+    i = 0
+    while i < n:
+        prefix, kind = parsed[i]
+        if prefix == rule.single:
+            spans.append((kind, i, i + 1))
+            i += 1
+        elif prefix == rule.begin:
+            inside = (rule.inside, kind)
+            j = i + 1
+            while j < n and parsed[j] == inside:
+                j += 1
+            if rule.end is None:
+                spans.append((kind, i, j))
+            elif j < n and parsed[j] == (rule.end, kind):
+                j += 1
+                spans.append((kind, i, j))
+            i = j  # the tokens skipped are all `inside`, none of which can start a span
+        else:
+            i += 1
+    return spans
+
+
+def extract_spans(tags: Sequence[str], scheme: str) -> list[Span]:
+    """Well-formed spans (type, start, end_exclusive) of a tag sequence, in order.
+
+    Tags whose prefix the scheme does not know simply break spans.
+    """
+    return _scan([parse_tag(tag) for tag in tags], _rule(scheme))
+
+
+def _prf(
+    tp: torch.Tensor, pred: torch.Tensor, gold: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Precision, recall and F1 from counts, each 0 where undefined (seqeval's zero_division=0)."""
+    precision = torch.where(pred > 0, tp / pred.clamp_min(1), 0.0)
+    recall = torch.where(gold > 0, tp / gold.clamp_min(1), 0.0)
+    denom = precision + recall
+    return precision, recall, 2 * precision * recall / torch.where(denom > 0, denom, 1.0)
+
+
+class SpanF1(Metric):
+    """Strict span precision/recall/F1 (micro), F1 per span type, and token accuracy.
+
+    `tags` names the tag ids; `scheme` is "BIO", "BIOES", "BMES" or None (token accuracy only).
+    `update(preds, target, mask)` takes (B, T) tag ids and a (B, T) bool mask of real tokens;
+    padding may hold anything (e.g. -1). `compute()` returns a dict of scalars: precision,
+    recall, f1, f1_<TYPE> for every named type, token_acc.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, tags: list[str], scheme: str | None) -> None:
+        super().__init__()
+        self.tags = list(tags)
+        self.scheme = scheme
+        self._rule = None if scheme is None else _rule(scheme)
+        self.types: list[str] = []
+        self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
+        if self._rule is None:
+            return
+        parsed = [parse_tag(tag) for tag in self.tags]
+        bad = [
+            tag
+            for tag, (prefix, _) in zip(self.tags, parsed, strict=True)
+            if prefix not in self._rule.prefixes
+        ]
+        if bad:
+            raise UserError(
+                f"tags {bad} do not belong to the {scheme} scheme (prefixes "
+                f"{', '.join(sorted(self._rule.prefixes))}): check the tag scheme of the data."
+            )
+        self.types = sorted({kind for prefix, kind in parsed if prefix != "O"})
+        index = {kind: k for k, kind in enumerate(self.types)}
+        self._parsed = [(prefix, index.get(kind, -1)) for prefix, kind in parsed]
+        n_types = len(self.types)
+        self.add_state("tp", torch.zeros(n_types, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("pred", torch.zeros(n_types, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("gold", torch.zeros(n_types, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
+        """Count the tokens and spans of one batch; positions where `mask` is False are skipped."""
+        if not preds.shape == target.shape == mask.shape:
+            raise ValueError(
+                f"preds {tuple(preds.shape)}, target {tuple(target.shape)} and mask "
+                f"{tuple(mask.shape)} must have the same (B, T) shape"
+            )
+        mask = mask.bool()
+        pred_flat, gold_flat = preds[mask], target[mask]
+        self.correct += (pred_flat == gold_flat).sum()
+        self.total += gold_flat.numel()
+        if self._rule is None:
+            return
+        counts = self._count_spans(mask.sum(1).tolist(), pred_flat.tolist(), gold_flat.tolist())
+        self.tp += torch.tensor(counts[0], device=self.tp.device)
+        self.pred += torch.tensor(counts[1], device=self.pred.device)
+        self.gold += torch.tensor(counts[2], device=self.gold.device)
+
+    def _count_spans(
+        self, lengths: list[int], pred_ids: list[int], gold_ids: list[int]
+    ) -> tuple[list[int], list[int], list[int]]:
+        """Per-type true-positive, predicted and gold span counts of sentences laid end to end."""
+        parsed, rule = self._parsed, self._rule
+        tp, n_pred, n_gold = ([0] * len(self.types) for _ in range(3))
+        start = 0
+        for length in lengths:
+            stop = start + length
+            pred_seq, gold_seq = pred_ids[start:stop], gold_ids[start:stop]
+            gold = _scan([parsed[t] for t in gold_seq], rule)
+            pred = gold if pred_seq == gold_seq else _scan([parsed[t] for t in pred_seq], rule)
+            for kind, _, _ in gold:
+                n_gold[kind] += 1
+            for kind, _, _ in pred:
+                n_pred[kind] += 1
+            for kind, _, _ in set(gold).intersection(pred):
+                tp[kind] += 1
+            start = stop
+        return tp, n_pred, n_gold
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """precision, recall, f1 (micro), f1_<TYPE> per named type, and token_acc."""
+        out = {}
+        if self._rule is not None:
+            tp, pred, gold = self.tp.double(), self.pred.double(), self.gold.double()
+            precision, recall, f1 = _prf(tp.sum(), pred.sum(), gold.sum())
+            out.update(precision=precision, recall=recall, f1=f1)
+            per_type = _prf(tp, pred, gold)[2]
+            out.update({f"f1_{kind}": per_type[k] for k, kind in enumerate(self.types) if kind})
+        out["token_acc"] = self.correct / self.total.clamp_min(1)
+        return {name: value.float() for name, value in out.items()}
+
+
+def format_tagged(
+    tokens: Sequence[str], tags: Sequence[str], scheme: str | None, join: str = ""
+) -> str:
+    """Human-readable tagged text; every token appears exactly once, in order.
+
+    BMES: the words separated by single spaces (the characters of a word joined by `join`,
+    "/TYPE" appended for typed tags), each token of an ill-formed fragment a word of its own.
+    BIO/BIOES: the tokens joined by `join` ("" for Chinese, " " for English), with every span
+    marked inline as "[江泽民]PER". None: "word/TAG" pairs separated by spaces.
+    """
+    if len(tokens) != len(tags):
+        raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
+    if scheme is None:
+        return " ".join(f"{token}/{tag}" for token, tag in zip(tokens, tags, strict=True))
+    spans = {start: (kind, end) for kind, start, end in extract_spans(tags, scheme)}
+    pieces = []
+    i = 0
+    while i < len(tokens):
+        kind, end = spans.get(i, ("", i + 1))
+        text = join.join(tokens[i:end])
+        if scheme == "BMES":
+            pieces.append(f"{text}/{kind}" if kind else text)
+        else:
+            pieces.append(f"[{text}]{kind}" if i in spans else text)
+        i = end
+    return (" " if scheme == "BMES" else join).join(pieces)
