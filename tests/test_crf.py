@@ -174,7 +174,7 @@ def test_constrained_decoding_never_breaks_the_scheme(scheme: str, tags: list[st
         assert allowed.start[real[0]] and allowed.end[real[-1]]
         assert all(allowed.transitions[i, j] for i, j in itertools.pairwise(real))
         # the constrained best path is the brute-force best among the allowed ones
-        if b < 20:
+        if b < 40 and len(tags) ** len(real) <= 100_000:
             with torch.no_grad():
                 scores, all_paths = brute_force(crf, emissions[b], len(real))
             ok = allowed.start[all_paths[:, 0]] & allowed.end[all_paths[:, -1]]
