@@ -130,7 +130,7 @@ def run_framework(
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = build(cfg)
     timer = StepTimer(warmup)
-    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), ConfigInCheckpoint(cfg), timer]
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), ConfigInCheckpoint(cfg, {}), timer]
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"

@@ -12,7 +12,7 @@ from src.train import output_dir
 from src.utils.checkpoint import load_model, read_checkpoint, run_config
 from src.utils.config import check_groups
 from src.utils.errors import UserError
-from src.utils.instantiate import instantiate_loggers
+from src.utils.instantiate import instantiate, instantiate_loggers
 from src.utils.run import apply_extras, save_metrics, scalar_metrics
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_cfg = OmegaConf.merge(run_cfg, cfg.get("overrides") or {})
     model = load_model(cfg.ckpt_path, run_cfg, ckpt)
     check_groups(run_cfg, ("data",))
-    datamodule = hydra.utils.instantiate(run_cfg.data, _convert_="all")
+    datamodule = instantiate(run_cfg.data)
     if run_cfg.get("seed") is not None:
         pl.seed_everything(run_cfg.seed, workers=True)
     trainer: pl.Trainer = hydra.utils.instantiate(

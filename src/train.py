@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning.pytorch as pl
@@ -13,31 +14,41 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.utils.config import check_groups
 from src.utils.errors import UserError
-from src.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from src.utils.instantiate import instantiate, instantiate_callbacks, instantiate_loggers
 from src.utils.run import apply_extras, log_final_hparams, save_metrics, scalar_metrics
 
 log = logging.getLogger(__name__)
 
 
 class ConfigInCheckpoint(pl.Callback):
-    """Stores the resolved run config in every checkpoint (plain containers: weights-only safe)."""
+    """Stores the resolved run config in every checkpoint (plain containers: weights-only safe),
+    and the model arguments the data module derived (e.g. a tagger's vocabulary)."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, model_kwargs: dict[str, Any]) -> None:
         self.config = OmegaConf.to_container(cfg, resolve=True)
+        self.model_kwargs = model_kwargs
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, module: pl.LightningModule, ckpt: dict
     ) -> None:
         ckpt["run_config"] = self.config
+        if self.model_kwargs:
+            ckpt["model_kwargs"] = self.model_kwargs
 
 
 def output_dir() -> str | None:
     return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
 
 
+def data_model_kwargs(datamodule: pl.LightningDataModule) -> dict[str, Any]:
+    """Model arguments only the data knows (a vocabulary, tag names), if it has any."""
+    model_kwargs = getattr(datamodule, "model_kwargs", None)
+    return model_kwargs() if callable(model_kwargs) else {}
+
+
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, **data_model_kwargs(datamodule))
     return datamodule, model
 
 
@@ -51,7 +62,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
-    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), ConfigInCheckpoint(cfg)]
+    checkpoint_extras = ConfigInCheckpoint(cfg, data_model_kwargs(datamodule))
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), checkpoint_extras]
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"

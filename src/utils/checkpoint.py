@@ -47,12 +47,11 @@ def run_config(ckpt_path: str | Path, ckpt: dict[str, Any]) -> DictConfig:
 
 def load_model(ckpt_path: str | Path, cfg: DictConfig, ckpt: dict[str, Any]) -> Any:
     """Instantiate the run's model from `cfg` and load the checkpoint's weights into it."""
-    import hydra
-
     from src.utils.config import check_types
+    from src.utils.instantiate import instantiate
 
     check_types(cfg.model, "model")
-    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    model = instantiate(cfg.model, **ckpt.get("model_kwargs", {}))
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
