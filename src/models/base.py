@@ -88,8 +88,14 @@ class BaseModule(LightningModule):
             means = {f"train/{k}": v / self._epoch_count for k, v in self._epoch_sums.items()}
             self.log_dict(means, on_epoch=True, sync_dist=True)
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups; a group's `lr_scale` multiplies its learning rate."""
+        return [{"params": list(self.parameters())}]
+
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.param_groups())
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer=optimizer)

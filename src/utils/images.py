@@ -1,4 +1,4 @@
-"""Send image grids and matplotlib figures to every TensorBoard logger of a trainer."""
+"""Send image grids, matplotlib figures and text to every TensorBoard logger of a trainer."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ def log_figure(trainer: pl.Trainer, tag: str, figure: Figure) -> None:
     for lg in _tensorboards(trainer):
         lg.experiment.add_figure(tag, figure, global_step=trainer.global_step, close=False)
     plt.close(figure)
+
+
+def log_text(trainer: pl.Trainer, tag: str, text: str) -> None:
+    """Log markdown text (TensorBoard's TEXT tab) at the current global step."""
+    for lg in _tensorboards(trainer):
+        lg.experiment.add_text(tag, text, global_step=trainer.global_step)
 
 
 def has_image_logger(trainer: pl.Trainer) -> bool:

@@ -1,0 +1,153 @@
+"""The CRF tagger end to end: every task and encoder, learning, checkpoints, tag.py, TensorBoard."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src.data.tagging import write_conll
+from src.models.components.crf import CRF
+from src.models.components.tagging import SoftmaxHead
+from src.train import build, train
+from src.utils.errors import UserError
+from tests.conftest import compose_config, run_script
+
+SMALL = ["data.limit_sentences=400", "data.eval_batch_size=64"]
+FAST = ["trainer.fast_dev_run=true", *SMALL]
+
+
+@pytest.mark.parametrize(
+    ("task", "encoder"),
+    [("cws", "char_cnn"), ("cws", "bilstm"), ("ner", "char_cnn"), ("pos", "bilstm")],
+)
+def test_fast_dev_run_every_task_and_encoder(make_cfg, task: str, encoder: str) -> None:
+    cfg = make_cfg("model=crf_tagger", f"data.task={task}", f"model/encoder={encoder}", *FAST)
+    metrics = train(cfg)
+    for key in ("train/loss", "val/loss", "val/f1", "test/f1", "test/token_acc"):
+        assert math.isfinite(metrics[key]), key
+    if task == "pos":  # no spans: F1 is the token accuracy
+        assert metrics["test/f1"] == metrics["test/token_acc"]
+
+
+def test_softmax_head_and_the_crf_learning_rate(make_cfg) -> None:
+    _, softmax = build(make_cfg("model=crf_tagger", "model.head=softmax", *SMALL))
+    assert isinstance(softmax.head, SoftmaxHead) and softmax.allowed is None
+    assert len(softmax.configure_optimizers()["optimizer"].param_groups) == 1
+    _, tagger = build(make_cfg("model=crf_tagger", "model.crf_lr_multiplier=50", *SMALL))
+    assert isinstance(tagger.head, CRF) and tagger.tags == ["B", "E", "M", "S"]
+    groups = tagger.configure_optimizers()["optimizer"].param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 5e-2])
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in tagger.head.parameters()}
+
+
+def _synthetic_ner(directory: Path, n: int, seed: int) -> Path:
+    """Sentences of filler words with fixed person and place names tagged BIO."""
+    rng = random.Random(seed)
+    fill = [f"w{i}" for i in range(30)]
+    names = {"PER": [["John", "Smith"], ["Ann"]], "LOC": [["New", "York", "City"], ["Paris"]]}
+    sentences = []
+    for _ in range(n):
+        tokens, tags = [], []
+        for _ in range(rng.randint(2, 6)):
+            if rng.random() < 0.4:
+                kind = rng.choice(list(names))
+                name = rng.choice(names[kind])
+                tokens += name
+                tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(name) - 1)
+            else:
+                tokens.append(rng.choice(fill))
+                tags.append("O")
+        sentences.append((tokens, tags))
+    path = directory / f"ner_{seed}.conll"
+    write_conll(sentences, path)
+    return path
+
+
+def test_learns_a_synthetic_conll_ner_task(tmp_path: Path) -> None:
+    train_file, val_file = _synthetic_ner(tmp_path, 400, 0), _synthetic_ner(tmp_path, 100, 1)
+    cfg = compose_config(
+        [
+            "model=crf_tagger",
+            "data=conll",
+            f"data.train_file={train_file}",
+            f"data.val_file={val_file}",
+            f"data.test_file={val_file}",
+            "data.batch_size=16",
+            "trainer.max_epochs=8",
+            "logger=csv",
+            "callbacks=none",
+            "model.optimizer.lr=0.01",
+        ],
+        tmp_path / "run",
+    )
+    metrics = train(cfg)
+    assert metrics["test/f1"] == pytest.approx(1.0), metrics
+    assert metrics["test/f1_PER"] == pytest.approx(1.0)
+
+
+def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(
+        "model=crf_tagger",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        *SMALL,
+    )
+    train(cfg)
+    ckpt_path = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert ckpt["model_kwargs"]["tags"] == ["B", "E", "M", "S"]
+    assert "vocab" not in ckpt["hyper_parameters"]
+    text = "迈向充满希望的新世纪。我们爱和平！"
+    result = run_script("scripts/tag.py", f"ckpt_path={ckpt_path}", f"text={text}")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and "".join(lines[0].split()) == "迈向充满希望的新世纪。"
+    tagged = run_script("scripts/tag.py", f"ckpt_path={ckpt_path}", f"text={text}", "format=tags")
+    pairs = [pair.split("/") for pair in tagged.stdout.split()]
+    assert [c for c, _ in pairs] == list(text)
+    # constrained decoding: a word starts with B or S and ends with E or S
+    tags = "".join(t for _, t in pairs)
+    forbidden = ("BB", "BS", "MB", "MS", "EM", "EE", "SM", "SE")
+    assert tags[0] in "BS" and not any(a + b in forbidden for a, b in itertools.pairwise(tags))
+    missing = run_script("scripts/tag.py", f"ckpt_path={ckpt_path}", "--file", "nope.txt")
+    assert missing.returncode == 2 and "nope.txt does not exist" in missing.stderr
+
+
+def test_tensorboard_gets_examples_and_the_transition_heatmap(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(
+        "model=crf_tagger",
+        "data.task=ner",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        *SMALL,
+    )
+    train(cfg)
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert "val/transitions" in events.Tags()["images"]
+    assert {"val/f1", "val/precision", "val/recall", "val/token_acc"} <= set(
+        events.Tags()["scalars"]
+    )
+    texts = [t for t in events.Tags()["tensors"] if t.startswith("val/examples")]
+    assert texts
+    table = events.Tensors(texts[0])[-1].tensor_proto.string_val[0].decode()
+    assert table.startswith("| gold | predicted |") and table.count("\n") == 9
+
+
+def test_a_tagger_needs_tagging_data_and_a_tagging_loss(make_cfg) -> None:
+    with pytest.raises(UserError, match="does not fit CRFTagger, which needs a 'tagging' loss"):
+        build(make_cfg("model=crf_tagger", "loss=bernoulli", *SMALL))
+    with pytest.raises(UserError, match="does not fit VAE"):
+        build(make_cfg("model=vae", "loss=tag_nll"))
+    with pytest.raises(UserError, match="vocabulary and tags from a tagging data module"):
+        build(make_cfg("model=crf_tagger", "data=fashion_mnist"))
