@@ -31,3 +31,4 @@ lint:
 bench:
 	$(PYTHON) scripts/bench_trainer.py
 	$(PYTHON) scripts/bench_data.py
+	$(PYTHON) scripts/bench_crf.py
