@@ -73,6 +73,21 @@ def dynamic_binarisation(images: torch.Tensor) -> torch.Tensor:
     return (torch.rand_like(probs) < probs).to(probs.dtype)
 
 
+def stack_pairs(
+    images: torch.Tensor, labels: torch.Tensor, n: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` two-item images (the author's capsule test, kexue.fm/archives/4819): two images of
+    DIFFERENT classes stacked vertically, (n, C, 2H, W), with their labels (n, 2) top first.
+    The same `seed` gives the same pairs."""
+    gen = torch.Generator().manual_seed(seed)
+    top = torch.randint(len(labels), (n,), generator=gen)
+    bottom = torch.randint(len(labels), (n,), generator=gen)
+    while bool((same := labels[top] == labels[bottom]).any()):
+        bottom[same] = torch.randint(len(labels), (int(same.sum()),), generator=gen)
+    pairs = torch.cat([images[top], images[bottom]], dim=-2)
+    return pairs, torch.stack([labels[top], labels[bottom]], dim=1)
+
+
 class ImageDataModule(LightningDataModule):
     """Fashion-MNIST or MNIST from IDX files: `data_dir`, else Debian's package, else download."""
 
@@ -87,6 +102,8 @@ class ImageDataModule(LightningDataModule):
         binarize: bool = False,
         download: bool = False,
         num_workers: int = 0,
+        stacked_pairs: int = 0,
+        pairs_seed: int = 0,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
@@ -168,6 +185,11 @@ class ImageDataModule(LightningDataModule):
             "val": TensorBatches(val_images, labels[val_idx], transform=to_unit_interval),
             "test": TensorBatches(test_images, test_labels, transform=to_unit_interval),
         }
+        if self.hparams.stacked_pairs:
+            pairs = stack_pairs(
+                test_images, test_labels, self.hparams.stacked_pairs, self.hparams.pairs_seed
+            )
+            self.splits["test_pairs"] = TensorBatches(*pairs, transform=to_unit_interval)
 
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"
@@ -180,5 +202,8 @@ class ImageDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test split; with `stacked_pairs`, also the two-item images (dataloader 1)."""
+        if "test_pairs" in self.splits:
+            return [self._loader("test"), self._loader("test_pairs")]
         return self._loader("test")

@@ -69,7 +69,13 @@ class BaseModule(LightningModule):
         """
         if stage != "train":
             names = {f"{stage}/{name}": value for name, value in terms.items()}
-            self.log_dict(names, on_epoch=True, batch_size=batch_size, sync_dist=True)
+            self.log_dict(
+                names,
+                on_epoch=True,
+                batch_size=batch_size,
+                sync_dist=True,
+                add_dataloader_idx=False,
+            )
             return
         for name, value in terms.items():
             previous = self._epoch_sums.get(name, 0.0)
