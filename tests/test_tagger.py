@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 from pathlib import Path
@@ -100,9 +101,21 @@ def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path) -> None:
         "test=false",
         *SMALL,
     )
-    train(cfg)
+    metrics = train(cfg)
     ckpt_path = tmp_path / "checkpoints" / "last.ckpt"
     ckpt = torch.load(ckpt_path, weights_only=True)
+    # eval.py rebuilds the tagger from the checkpoint alone (its vocabulary is stored there)
+    evaluated = run_script(
+        "eval.py",
+        f"ckpt_path={ckpt_path}",
+        "stages=[validate]",
+        f"paths.log_dir={tmp_path}/eval_logs",
+        "extras.print_config=false",
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    out_dir = next((tmp_path / "eval_logs" / "eval" / "runs").iterdir())
+    again = json.loads((out_dir / "metrics.json").read_text())
+    assert again["val/f1"] == pytest.approx(metrics["val/f1"], abs=1e-6)
     assert ckpt["model_kwargs"]["tags"] == ["B", "E", "M", "S"]
     assert "vocab" not in ckpt["hyper_parameters"]
     text = "迈向充满希望的新世纪。我们爱和平！"
