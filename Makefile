@@ -32,3 +32,4 @@ bench:
 	$(PYTHON) scripts/bench_trainer.py
 	$(PYTHON) scripts/bench_data.py
 	$(PYTHON) scripts/bench_crf.py
+	$(PYTHON) scripts/bench_capsule.py
