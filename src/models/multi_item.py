@@ -108,10 +108,12 @@ class MultiItemClassifier(BaseModule):
     def _log_coupling(
         self, images: torch.Tensor, coupling: torch.Tensor, grid: tuple[int, int]
     ) -> None:
-        """Row per image: the image, then c_ij to each class j over the positions i."""
+        """Row per image: the image, then c_ij to each class j over the positions i (each map
+        stretched to its own range: the coefficients differ from uniform by a few percent)."""
         b, _, k = coupling.shape
         maps = coupling.view(b, -1, *grid, k).mean(1).permute(0, 3, 1, 2)  # (B, K, h, w)
-        maps = maps / maps.amax((2, 3), keepdim=True).clamp_min(1e-8)
+        low, high = maps.amin((2, 3), keepdim=True), maps.amax((2, 3), keepdim=True)
+        maps = (maps - low) / (high - low).clamp_min(1e-8)  # each map stretched to [0, 1]
         maps = F.interpolate(maps, size=images.shape[-2:], mode="nearest")
         rows = torch.cat([images, maps], dim=1).flatten(0, 1)[:, None]  # (B * (1 + K), 1, H, W)
         log_image_grid(self.trainer, "val/routing_coefficients", rows, nrow=1 + k)

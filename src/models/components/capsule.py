@@ -99,7 +99,9 @@ class Routing(nn.Module):
         shape = (
             (out_caps, in_dim, out_dim) if shared_weights else (in_caps, out_caps, in_dim, out_dim)
         )
-        self.weight = nn.Parameter(torch.randn(*shape) * (1.0 / in_dim) ** 0.5)
+        # small votes at the start: s_j sums hundreds of them, and unit-variance votes would make
+        # every capsule's length ~1 at once, where squash passes almost no gradient
+        self.weight = nn.Parameter(torch.randn(*shape) * 0.1 / in_dim**0.5)
         self.in_caps, self.out_caps, self.shared_weights = in_caps, out_caps, shared_weights
         self.iterations, self.revised = iterations, revised
         self.squash_constant, self.detach_iterations = squash_constant, detach_iterations
