@@ -86,7 +86,7 @@ class CRFTagger(BaseModule):
         rest = [p for name, p in self.named_parameters() if not name.startswith("head.")]
         if not crf:
             return [{"params": rest}]
-        return [{"params": rest}, {"params": crf, "lr_scale": self.hparams.crf_lr_multiplier}]
+        return [{"params": rest}, {"params": crf, "lr_scale": self.head.lr_multiplier}]
 
     def decode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.head.decode(self(tokens, mask), mask, self.allowed)
