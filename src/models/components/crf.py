@@ -32,6 +32,19 @@ from torch.autograd.function import once_differentiable
 Reduction = Literal["mean", "sum", "token_mean", "none"]
 
 
+def reduce_nll(nll: torch.Tensor, mask: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """Per-sequence nll (B,) -> mean or sum over sequences, per token (`token_mean`), or none."""
+    if reduction == "none":
+        return nll
+    if reduction == "sum":
+        return nll.sum()
+    if reduction == "mean":
+        return nll.mean()
+    if reduction == "token_mean":
+        return nll.sum() / mask.sum()
+    raise ValueError(f"reduction must be mean, sum, token_mean or none, got {reduction!r}")
+
+
 class TransitionMask(NamedTuple):
     """Which tag may follow which (K, K), which may start (K,) and end (K,) a sequence."""
 
@@ -283,15 +296,7 @@ class CRF(nn.Module):
         """-log P(tags | x) = log Z - score(tags); mean/sum over sequences, per token, or none."""
         self.check(emissions, mask, tags)
         nll = self.log_partition(emissions, mask) - self.score(emissions, tags, mask)
-        if reduction == "none":
-            return nll
-        if reduction == "sum":
-            return nll.sum()
-        if reduction == "mean":
-            return nll.mean()
-        if reduction == "token_mean":
-            return nll.sum() / mask.sum()
-        raise ValueError(f"reduction must be mean, sum, token_mean or none, got {reduction!r}")
+        return reduce_nll(nll, mask, reduction)
 
     @torch.no_grad()
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

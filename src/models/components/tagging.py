@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from src.models.components.crf import Reduction
+from src.models.components.crf import Reduction, reduce_nll
 
 
 class CharCNN(nn.Module):
@@ -97,16 +97,7 @@ class SoftmaxHead(nn.Module):
         per_token = F.cross_entropy(
             emissions.float().transpose(1, 2), tags.masked_fill(~mask, 0), reduction="none"
         )
-        nll = torch.where(mask, per_token, 0.0).sum(1)
-        if reduction == "none":
-            return nll
-        if reduction == "sum":
-            return nll.sum()
-        if reduction == "mean":
-            return nll.mean()
-        if reduction == "token_mean":
-            return nll.sum() / mask.sum()
-        raise ValueError(f"reduction must be mean, sum, token_mean or none, got {reduction!r}")
+        return reduce_nll(torch.where(mask, per_token, 0.0).sum(1), mask, reduction)
 
     @torch.no_grad()
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor, allowed: object = None):
