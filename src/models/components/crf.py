@@ -262,6 +262,9 @@ class CRF(nn.Module):
     def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log Z(x) per sequence, (B,)."""
         self.check(emissions, mask)
+        return self._log_partition(emissions, mask)
+
+    def _log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         emissions = self._float(emissions)
         start, end = self.boundary_scores()
         log_z = _LogPartition.apply(emissions, mask, self.transitions, start, end)
@@ -295,7 +298,7 @@ class CRF(nn.Module):
     ) -> torch.Tensor:
         """-log P(tags | x) = log Z - score(tags); mean/sum over sequences, per token, or none."""
         self.check(emissions, mask, tags)
-        nll = self.log_partition(emissions, mask) - self.score(emissions, tags, mask)
+        nll = self._log_partition(emissions, mask) - self.score(emissions, tags, mask)
         return reduce_nll(nll, mask, reduction)
 
     @torch.no_grad()

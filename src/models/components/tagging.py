@@ -100,7 +100,9 @@ class SoftmaxHead(nn.Module):
         return reduce_nll(torch.where(mask, per_token, 0.0).sum(1), mask, reduction)
 
     @torch.no_grad()
-    def decode(self, emissions: torch.Tensor, mask: torch.Tensor, allowed: object = None):
+    def decode(
+        self, emissions: torch.Tensor, mask: torch.Tensor, allowed: object = None
+    ) -> torch.Tensor:
         """Per-token argmax, (B, T) with -1 at padding; `allowed` is ignored (no transitions)."""
         return emissions.argmax(-1).masked_fill(~mask, -1)
 
