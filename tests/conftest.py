@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,3 +70,17 @@ def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.C
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_eval(ckpt_path: Path, log_dir: Path) -> dict[str, float]:
+    """`eval.py ckpt_path=... stages=[validate]` in a fresh interpreter; its metrics.json."""
+    result = run_script(
+        "eval.py",
+        f"ckpt_path={ckpt_path}",
+        "stages=[validate]",
+        f"paths.log_dir={log_dir}",
+        "extras.print_config=false",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out_dir = next((log_dir / "eval" / "runs").iterdir())
+    return json.loads((out_dir / "metrics.json").read_text())

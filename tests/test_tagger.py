@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import random
 from pathlib import Path
@@ -17,7 +16,7 @@ from src.models.components.crf import CRF
 from src.models.components.tagging import SoftmaxHead
 from src.train import build, train
 from src.utils.errors import UserError
-from tests.conftest import compose_config, run_script
+from tests.conftest import compose_config, run_eval, run_script
 
 SMALL = ["data.limit_sentences=400", "data.eval_batch_size=64"]
 FAST = ["trainer.fast_dev_run=true", *SMALL]
@@ -105,16 +104,7 @@ def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path) -> None:
     ckpt_path = tmp_path / "checkpoints" / "last.ckpt"
     ckpt = torch.load(ckpt_path, weights_only=True)
     # eval.py rebuilds the tagger from the checkpoint alone (its vocabulary is stored there)
-    evaluated = run_script(
-        "eval.py",
-        f"ckpt_path={ckpt_path}",
-        "stages=[validate]",
-        f"paths.log_dir={tmp_path}/eval_logs",
-        "extras.print_config=false",
-    )
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    out_dir = next((tmp_path / "eval_logs" / "eval" / "runs").iterdir())
-    again = json.loads((out_dir / "metrics.json").read_text())
+    again = run_eval(ckpt_path, tmp_path / "eval_logs")
     assert again["val/f1"] == pytest.approx(metrics["val/f1"], abs=1e-6)
     assert ckpt["model_kwargs"]["tags"] == ["B", "E", "M", "S"]
     assert "vocab" not in ckpt["hyper_parameters"]

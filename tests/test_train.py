@@ -10,7 +10,7 @@ import pytest
 from omegaconf import open_dict
 
 from src.train import train
-from tests.conftest import ROOT, compose_config, needs_fashion, run_script
+from tests.conftest import ROOT, compose_config, needs_fashion, run_eval, run_script
 
 FAST = ["trainer.fast_dev_run=true", "data.eval_batch_size=64", "model.iwae_samples=4"]
 SHORT = [
@@ -81,16 +81,7 @@ def test_checkpoint_then_eval_reproduces_the_validation_metric(make_cfg, tmp_pat
     from omegaconf import OmegaConf
 
     OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
-    result = run_script(
-        "eval.py",
-        f"ckpt_path={ckpt}",
-        "stages=[validate]",
-        f"paths.log_dir={tmp_path}/eval_logs",
-        "extras.print_config=false",
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    out_dir = next((tmp_path / "eval_logs" / "eval" / "runs").iterdir())
-    evaluated = json.loads((out_dir / "metrics.json").read_text())
+    evaluated = run_eval(ckpt, tmp_path / "eval_logs")
     assert evaluated["val/nelbo"] == pytest.approx(metrics["val/nelbo"], abs=1e-4)
     assert evaluated["val/kl"] == pytest.approx(metrics["val/kl"], abs=1e-4)
 
