@@ -1,9 +1,10 @@
 """Write a PNG grid of samples from a trained generative model.
 
     python scripts/sample.py ckpt_path=<run_dir>/checkpoints/last.ckpt n=64 out=samples.png
-                             [seed=0] [nrow=8]
+                             [seed=0] [nrow=8] [steps=1000]
 
-Works for any model with a `sample(n, generator)` method returning images in [0, 1].
+Works for any model with a `sample(n, generator)` method returning images in [0, 1]; `steps`
+sets the chain length of models that sample by MCMC (energy models: long chains from noise).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULTS = {"ckpt_path": "???", "n": 64, "out": "samples.png", "seed": 0, "nrow": None}
+DEFAULTS = {
+    "ckpt_path": "???",
+    "n": 64,
+    "out": "samples.png",
+    "seed": 0,
+    "nrow": None,
+    "steps": None,
+}
 
 
 def main(argv: list[str]) -> None:
@@ -43,7 +51,8 @@ def main(argv: list[str]) -> None:
         model = load_model(args.ckpt_path, run_config(args.ckpt_path, ckpt), ckpt)
         if not hasattr(model, "sample"):
             raise UserError(f"{type(model).__name__} cannot generate samples (no sample method).")
-        images = model.sample(args.n, torch.Generator().manual_seed(args.seed))
+        steps = {} if args.steps is None else {"steps": args.steps}
+        images = model.sample(args.n, torch.Generator().manual_seed(args.seed), **steps)
         nrow = args.nrow or max(1, round(args.n**0.5))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         save_image(images.clamp(0, 1), args.out, nrow=nrow)

@@ -1,0 +1,58 @@
+"""Stop a run whose energies or gradients blow up, before the bad step is taken.
+
+Energy models and critics can diverge in a few steps (the energies run off to +-inf, Langevin
+samples saturate). Before every optimiser step this callback checks the model's latest energies
+(`pl_module.last_energies`, a dict of tensors, when it has one) and the gradient norm of its
+parameters: a non-finite value or one beyond the configured bound raises `DivergenceError`. The
+step is not taken and nothing is saved after it, so the run's checkpoints are the last good ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from src.utils.errors import UserError
+
+
+class DivergenceError(UserError):
+    """The run diverged; the message names the value, the step and the last good checkpoint."""
+
+
+class DivergenceGuard(pl.Callback):
+    def __init__(self, max_energy: float = 1e4, max_grad_norm: float = 1e6) -> None:
+        if not (max_energy > 0 and max_grad_norm > 0):
+            raise UserError(
+                f"divergence guard: bounds must be > 0, got {max_energy}, {max_grad_norm}."
+            )
+        self.max_energy, self.max_grad_norm = max_energy, max_grad_norm
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        for name, values in getattr(pl_module, "last_energies", {}).items():
+            worst = values.detach().abs().max().item() if values.numel() else 0.0
+            if not math.isfinite(worst) or worst > self.max_energy:
+                self._stop(trainer, f"|{name}| reached {worst:.4g} (bound {self.max_energy:g})")
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+            if not math.isfinite(norm) or norm > self.max_grad_norm:
+                self._stop(
+                    trainer, f"the gradient norm reached {norm:.4g} (bound {self.max_grad_norm:g})"
+                )
+
+    def _stop(self, trainer: pl.Trainer, what: str) -> None:
+        checkpoint = trainer.checkpoint_callback
+        last = ""
+        if isinstance(checkpoint, ModelCheckpoint):
+            last = checkpoint.last_model_path or checkpoint.best_model_path
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"
+        raise DivergenceError(
+            f"training diverged at step {trainer.global_step}: {what}; stopped before the step, "
+            f"{kept}. Lower the learning rate or the Langevin step size, or raise the energy "
+            "regulariser (loss.alpha)."
+        )

@@ -1,0 +1,186 @@
+"""Energy-based model trained by contrastive divergence with Langevin samples
+(kexue.fm/archives/6316; Du & Mordatch 2019, IGEBM).
+
+p(x) = exp(-E(x)) / Z. Each training step draws chain starts from the replay buffer (a share
+re-initialised from uniform noise), runs the Langevin sampler under the current energy, stores
+the end points back, and minimises the contrastive-divergence loss plugin
+    mean E(x+) - mean E(x-) + alpha * mean(E(x+)^2 + E(x-)^2).
+
+Validation logs the mean energies of held-out data and buffer samples; on 2-d toy data also
+`val/kl`, KL(true || model) between the true density and exp(-E) normalised on a grid. TensorBoard
+gets energy histograms, samples from the buffer and from fresh long chains from noise (image grids,
+or scatter plots in 2-d) and, in 2-d, the learned density next to the true one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+from src.data.toy2d import grid_log_density, grid_points, kl_on_grid
+from src.losses.contrastive_divergence import ContrastiveDivergence
+from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.components.langevin import LangevinSampler, ReplayBuffer, uniform_noise
+from src.utils.errors import UserError
+from src.utils.images import has_image_logger, log_figure, log_image_grid
+
+NetFactory = Callable[..., nn.Module]
+
+
+class EBM(BaseModule):
+    loss_task = "ebm"
+    monitor = "val/kl"
+
+    def __init__(
+        self,
+        net: NetFactory,
+        sampler: LangevinSampler,
+        loss: ContrastiveDivergence,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        data_shape: Sequence[int] = (1, 28, 28),
+        buffer_size: int = 10_000,
+        reinit_prob: float = 0.05,
+        data_noise: float = 0.0,
+        sample_steps: int = 200,
+        grid_size: int = 200,
+        n_image_samples: int = 64,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__(loss, optimizer, scheduler, eval_seed)
+        self.save_hyperparameters(logger=False, ignore=[*NOT_HPARAMS, "sampler"])
+        if sampler.data_range is None:
+            raise UserError(
+                "the EBM's sampler needs a data_range (the box its chains start in and stay in), "
+                "e.g. model.sampler.data_range=[0,1] for images."
+            )
+        self.energy = net(data_shape=data_shape)
+        self.sampler = sampler
+        self.buffer = ReplayBuffer(buffer_size, data_shape, sampler.data_range, reinit_prob)
+        self.last_energies: dict[str, torch.Tensor] = {}
+        self._val_energies: list[torch.Tensor] = []
+
+    @property
+    def is_2d(self) -> bool:
+        return tuple(self.hparams.data_shape) == (2,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """E(x), (B,)."""
+        return self.energy(x)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, steps: int | None = None
+    ) -> torch.Tensor:
+        """n samples of a long chain from uniform noise (`steps`, default `sample_steps`)."""
+        shape, box = self.hparams.data_shape, self.sampler.data_range
+        x = uniform_noise(n, shape, box, generator, self.device)
+        return self.sampler(self.energy, x, self.hparams.sample_steps if steps is None else steps)
+
+    def negative_samples(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chains run from buffer draws, stored back; returns the samples and which were fresh."""
+        x, index, fresh = self.buffer.draw(n, generator)
+        x = self.sampler(self.energy, x, generator=generator)
+        self.buffer.push(x, index)
+        return x, fresh
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        x = batch[0]
+        if self.hparams.data_noise > 0:
+            x = x + self.hparams.data_noise * torch.randn_like(x)
+        x_fake, fresh = self.negative_samples(len(x))
+        e_real, e_fake = self.energy(torch.cat([x, x_fake])).split(len(x))
+        self.last_energies = {"e_real": e_real.detach(), "e_fake": e_fake.detach()}
+        terms = self.loss(e_real, e_fake)
+        terms["fresh"] = fresh.float().mean()
+        self.log_terms("train", terms, len(x))
+        return terms["loss"]
+
+    def shared_step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
+        """Validation/test: the energies of held-out data (the rest at the epoch's end)."""
+        e_real = self.energy(batch[0])
+        self._val_energies.append(e_real.detach())
+        return e_real.mean()
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    def _epoch_end(self, stage: str) -> None:
+        e_real, self._val_energies = torch.cat(self._val_energies), []
+        generator = torch.Generator().manual_seed(self.eval_seed)
+        n = min(len(self.buffer), max(len(e_real), self.hparams.n_image_samples))
+        index = torch.randperm(len(self.buffer), generator=generator)[:n].to(self.device)
+        buffered = self.buffer.points[index]
+        e_fake = self.energy(buffered)
+        terms = self.loss(e_real, e_fake)
+        if self.is_2d:
+            terms["kl"] = torch.tensor(self.grid_kl(self.hparams.grid_size))
+        self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, sync_dist=True)
+        if stage == "val" and has_image_logger(self.trainer):
+            self._log_figures(e_real, e_fake, buffered, generator)
+
+    @torch.no_grad()
+    def grid_log_density(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(true log p, model -E) on the n x n cell midpoints over the data's box."""
+        dist = self.trainer.datamodule.distribution
+        _, _, log_p = grid_log_density(dist, n)
+        _, _, points = grid_points(dist.bounds, n, torch.float32)
+        neg_energy = -self.energy(points.reshape(-1, 2).to(self.device)).reshape(n, n)
+        return log_p, neg_energy.cpu()
+
+    def grid_kl(self, n: int) -> float:
+        """KL(true || model) in nats, both densities normalised over the grid's cells."""
+        return kl_on_grid(*self.grid_log_density(n))
+
+    def _log_figures(
+        self,
+        e_real: torch.Tensor,
+        e_fake: torch.Tensor,
+        buffered: torch.Tensor,
+        generator: torch.Generator,
+    ) -> None:
+        for lg in self.trainer.loggers:
+            if isinstance(lg, TensorBoardLogger):
+                step = self.global_step
+                lg.experiment.add_histogram("energy/data", e_real.cpu(), step)
+                lg.experiment.add_histogram("energy/buffer_samples", e_fake.cpu(), step)
+        chains = self.sample(self.hparams.n_image_samples if not self.is_2d else 1000, generator)
+        if self.is_2d:
+            self._log_density(buffered, chains)
+            return
+        k = self.hparams.n_image_samples
+        nrow = max(1, round(math.sqrt(k)))
+        log_image_grid(self.trainer, "val/buffer_samples", buffered[:k], nrow=nrow)
+        log_image_grid(self.trainer, "val/chain_samples", chains, nrow=nrow)
+
+    def _log_density(self, buffered: torch.Tensor, chains: torch.Tensor) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n = self.hparams.grid_size
+        log_p, log_q = self.grid_log_density(n)
+        lo, hi = self.trainer.datamodule.distribution.bounds
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+        for ax, logd, title in ((axes[0], log_p, "true density"), (axes[1], log_q, "exp(-E)")):
+            density = torch.softmax(logd.flatten().double(), 0).reshape(n, n)
+            ax.imshow(density.numpy(), origin="lower", extent=(lo, hi, lo, hi), cmap="viridis")
+            ax.set_title(title)
+        axes[1].set_title(f"exp(-E), KL(true || model) = {kl_on_grid(log_p, log_q):.3f} nats")
+        for points, label in ((buffered, "buffer"), (chains, "fresh long chains")):
+            pts = points.cpu()
+            axes[2].scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, label=label)
+        axes[2].set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", title="samples")
+        axes[2].legend(loc="upper right", markerscale=4)
+        fig.tight_layout()
+        log_figure(self.trainer, "val/density", fig)
