@@ -3,7 +3,9 @@
 The IDX files are read once into uint8 tensors; a batch is one tensor indexing operation, so
 there is no per-sample Python work (no PIL, no per-item transform). The validation split is
 fixed by its own seed, independent of the run's seed, so runs with different seeds are compared on
-the same images. With `binarize=True` the training pixels are resampled as Bernoulli(pixel) for
+the same images. With `pairs_train=True` the training and validation splits are two-item images
+(`stack_pairs` of their own items, as many as the split has items) for multilabel classifiers.
+With `binarize=True` the training pixels are resampled as Bernoulli(pixel) for
 every batch (dynamic binarisation) and validation/test pixels are binarised once with a fixed seed.
 """
 
@@ -104,6 +106,7 @@ class ImageDataModule(LightningDataModule):
         num_workers: int = 0,
         stacked_pairs: int = 0,
         pairs_seed: int = 0,
+        pairs_train: bool = False,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
@@ -111,6 +114,7 @@ class ImageDataModule(LightningDataModule):
         self.save_hyperparameters(logger=False)
         self.name, self.data_dir = name, Path(data_dir)
         self.splits: dict[str, TensorBatches] = {}
+        self.reference: dict[str, torch.Tensor] = {}
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -176,6 +180,7 @@ class ImageDataModule(LightningDataModule):
         test_images, test_labels = self._load("test")
         binarize = self.hparams.binarize
         val_images, test_images = images[val_idx], test_images
+        self.reference = {"val": val_images, "test": test_images}
         if binarize:
             val_images = self._fixed_binarisation(val_images, self.hparams.split_seed + 1)
             test_images = self._fixed_binarisation(test_images, self.hparams.split_seed + 2)
@@ -190,6 +195,17 @@ class ImageDataModule(LightningDataModule):
                 test_images, test_labels, self.hparams.stacked_pairs, self.hparams.pairs_seed
             )
             self.splits["test_pairs"] = TensorBatches(*pairs, transform=to_unit_interval)
+        if self.hparams.pairs_train:
+            for offset, split in enumerate(("train", "val"), start=1):
+                items = self.splits[split]
+                pairs = stack_pairs(*items.tensors, len(items), self.hparams.pairs_seed + offset)
+                self.splits[split] = TensorBatches(*pairs, transform=items.transform)
+
+    def reference_images(self, split: str) -> torch.Tensor:
+        """The val or test images in [0, 1], never binarised: what generated samples are
+        measured against (src/callbacks/sample_quality.py)."""
+        self.setup()
+        return to_unit_interval(self.reference[split])
 
     def _loader(self, split: str) -> DataLoader:
         train = split == "train"

@@ -41,9 +41,10 @@ class NCELoss(nn.Module):
     """NCE loss plugin for unnormalised density models (task "density"); owns the parameter log Z.
 
     `forward(log_density, data, noise)` draws k N samples from the distribution `noise` (whose
-    `sample((n,))` has data's shape and whose `log_prob` gives (n,)), scores data and noise in one
-    call of `log_density` (G, returning (n,)), and returns `loss` and `nce_acc`, the rate at which
-    the classifier sign(logit) tells the (1 + k) N samples apart.
+    `sample((n,))` has data's shape and whose `log_prob` gives (n,)), or takes them as
+    `noise_samples` (k N, ...) (an evaluation drawing them from a seeded generator), scores data
+    and noise in one call of `log_density` (G, returning (n,)), and returns `loss` and `nce_acc`,
+    the rate at which the classifier sign(logit) tells the (1 + k) N samples apart.
     """
 
     task = "density"
@@ -60,9 +61,16 @@ class NCELoss(nn.Module):
         log_density: Callable[[torch.Tensor], torch.Tensor],
         data: torch.Tensor,
         noise: Distribution,
+        noise_samples: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         n = data.shape[0]
-        noise_samples = noise.sample((self.noise_ratio * n,)).to(data)
+        if noise_samples is None:
+            noise_samples = noise.sample((self.noise_ratio * n,)).to(data)
+        if noise_samples.shape[0] != self.noise_ratio * n:
+            raise ValueError(
+                f"need noise_ratio * len(data) = {self.noise_ratio * n} noise samples, "
+                f"got {noise_samples.shape[0]}"
+            )
         x = torch.cat([data, noise_samples])
         log_model = log_density(x) - self.log_z
         log_q = noise.log_prob(x)

@@ -5,7 +5,8 @@
 - `SmallCapsNet` (kexue.fm/archives/4819, ~270k parameters): Conv64-Conv64-AvgPool-Conv128-
   Conv128, every position a 128-d capsule, Capsule(10, 16, 3 routings, shared weights). Fully
   convolutional up to a routing layer that takes any number of capsules: runs on 56x28.
-- `CNNSigmoid`: the same backbone, global average pooling and 10 sigmoid outputs.
+- `CNNSigmoid`: the same backbone, global average pooling and 10 sigmoid outputs; `CNNLogits`
+  is the same net without the sigmoid, for the multilabel losses that take logits.
 
 A capsule net's class score is its output capsule's length; the scores are independent
 probabilities, not a softmax, so a net trained on single items can report two items at once.
@@ -108,15 +109,21 @@ class SabourCapsNet(nn.Module):
         return poses.norm(dim=-1), poses
 
 
-class CNNSigmoid(nn.Module):
+class CNNLogits(nn.Module):
+    """The small backbone, global average pooling, a linear layer: class logits (B, classes)."""
+
     def __init__(self, in_channels: int = 1, n_classes: int = 10, width: int = 64) -> None:
         super().__init__()
         self.backbone = small_backbone(in_channels, width)
         self.head = nn.Linear(2 * width, n_classes)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x).mean((2, 3)))
+
+
+class CNNSigmoid(CNNLogits):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        features = self.backbone(x).mean((2, 3))  # global average pooling
-        return torch.sigmoid(self.head(features)), None
+        return torch.sigmoid(super().forward(x)), None
 
 
 class ReconstructionDecoder(nn.Module):
