@@ -1,12 +1,17 @@
-"""python train.py [model=vae] [data=fashion_mnist] [key=value ...]  (see conf/train.yaml)"""
+"""python train.py [model=vae] [data=fashion_mnist] [key=value ...]  (see conf/train.yaml)
+python train.py resume=<run_dir>      continue a run in its own directory, with its own overrides
+python train.py -m key=a,b seed=1,2   a sweep; returns the monitored metric to Optuna"""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+from src.utils.checkpoint import resume_argv  # noqa: E402  (also registers the run_dir resolvers)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -15,9 +20,9 @@ def main(cfg: DictConfig) -> float | None:
     from src.utils.run import run_entry
 
     metrics = run_entry(train, cfg)
-    monitored = metrics.get(cfg.get("monitor", ""))
-    return monitored
+    return metrics.get(cfg.get("monitor", ""))
 
 
 if __name__ == "__main__":
+    sys.argv = resume_argv(sys.argv)
     main()

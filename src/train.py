@@ -1,17 +1,21 @@
-"""Training: build data, model, callbacks, loggers and trainer from the config, fit, test."""
+"""Training: build data, model, callbacks, loggers and trainer from the config, fit, test; resume
+an interrupted run in its own directory."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from src.utils.checkpoint import ResumableTraining, read_checkpoint, resumed_run
 from src.utils.config import check_groups
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate, instantiate_callbacks, instantiate_loggers
@@ -52,24 +56,75 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
     return datamodule, model
 
 
+def checkpoint_to_resume(cfg: DictConfig) -> str | None:
+    """`ckpt_path`, or `resume`'s last.ckpt; checked, so a typo fails in one line."""
+    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
+    if resume and resumed_run(resume, None) is None:
+        raise UserError(
+            f"resume={resume} is not a run directory (no .hydra/config.yaml in it): give the "
+            "directory of a train.py run, e.g. logs/train/runs/<run>."
+        )
+    if resume and not ckpt_path:
+        ckpt_path = str(Path(resume) / "checkpoints" / "last.ckpt")
+        if not Path(ckpt_path).is_file():
+            raise UserError(
+                f"resume={resume} has no checkpoints/last.ckpt: pass "
+                "ckpt_path=<one of its checkpoints> instead."
+            )
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise UserError(f"ckpt_path={ckpt_path} does not exist: point it at a .ckpt file.")
+    if ckpt_path and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise UserError("resume or ckpt_path in a multirun: resume one run at a time, without -m.")
+    return ckpt_path
+
+
+def continue_tensorboard(cfg: DictConfig, ckpt_path: str) -> None:
+    """A resumed run writes into the same TensorBoard run; the events the interrupted run wrote
+    after its checkpoint's step are hidden (SummaryWriter's purge_step), not shown twice."""
+    step = int(read_checkpoint(ckpt_path).get("global_step", 0))
+    for node in (cfg.get("logger") or {}).values():
+        if str(node.get("_target_", "")).endswith("TensorBoardLogger"):
+            with open_dict(node):
+                node.purge_step = step
+
+
+def point_ddp_processes_at_this_job() -> None:
+    """Lightning starts the other DDP processes by running the command line again with
+    `hydra.run.dir` set to the run's directory. In a multirun job that must be this job's
+    overrides and directory, not the sweep's: one directory per run, whatever the processes."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hydra_cfg = HydraConfig.get()
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured model; returns the final metrics."""
     out = output_dir()
     check_groups(cfg, ("data", "loss", "model", "trainer", "callbacks", "logger"))
     apply_extras(cfg, out)
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist: point it at a .ckpt file.")
+    ckpt_path = checkpoint_to_resume(cfg)
+    if ckpt_path and resumed_run(cfg.get("resume"), ckpt_path):
+        log.info(f"resuming {ckpt_path} in {out}")
+        continue_tensorboard(cfg, ckpt_path)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
     checkpoint_extras = ConfigInCheckpoint(cfg, data_model_kwargs(datamodule))
-    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), checkpoint_extras]
+    callbacks = [
+        *instantiate_callbacks(cfg.get("callbacks")),
+        checkpoint_extras,
+        ResumableTraining(),
+    ]
     loggers = instantiate_loggers(cfg.get("logger"))
+    point_ddp_processes_at_this_job()
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
     )
     if cfg.get("train"):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = scalar_metrics(trainer.callback_metrics)
     if cfg.get("test"):
         checkpoint = trainer.checkpoint_callback
@@ -78,7 +133,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.info(f"testing the best checkpoint {best}")
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(scalar_metrics(trainer.callback_metrics))
-    save_metrics(metrics, out)
     if trainer.is_global_zero:
+        save_metrics(metrics, out)
         log_final_hparams(trainer.loggers, cfg, metrics)
     return metrics

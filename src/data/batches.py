@@ -2,8 +2,8 @@
 
 `TensorBatches.__getitems__` takes the list of indices of a batch and returns the batch of every
 tensor it holds in one indexing operation; PyTorch's DataLoader calls it when the dataset has it,
-and `batch_loader` passes the result through unchanged. The batches come from a standard
-`BatchSampler`, so Lightning can rebuild it (a DistributedSampler under DDP, a sequential one for
+and `batch_loader` passes the result through unchanged. The batches come from the standard
+`BatchSampler` DataLoader makes of `batch_size` and `drop_last`, so Lightning can rebuild it (a DistributedSampler under DDP, a sequential one for
 `overfit_batches`).
 """
 
@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from src.utils.checkpoint import ResumableLoader
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -50,11 +52,16 @@ def batch_loader(
     num_workers: int = 0,
 ) -> DataLoader:
     """Shuffled batches without the last partial one for training, in order for evaluation.
-    Without `generator` the shuffle follows the global seed (`seed_everything`)."""
+    Without `generator` the shuffle follows the global seed (`seed_everything`); training batches
+    come from a `ResumableLoader`, so a run resumed mid-epoch continues exactly."""
     order = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
-    return DataLoader(
+    return (ResumableLoader if train else DataLoader)(
         dataset,
-        batch_sampler=BatchSampler(order, batch_size, drop_last=train),
+        # batch_size and drop_last, not a BatchSampler: Lightning rebuilds a loader from its
+        # arguments (DDP, overfit_batches), and a plain BatchSampler argument comes back as size 1
+        batch_size=batch_size,
+        sampler=order,
+        drop_last=train,
         collate_fn=already_batched,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,

@@ -6,12 +6,16 @@ import json
 import logging
 import math
 import sys
+import traceback
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from src.utils.errors import UserError
@@ -31,8 +35,8 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
         text = OmegaConf.to_yaml(value) if isinstance(value, DictConfig) else str(value)
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
-    if save_to is not None:
-        with open(save_to, "w") as f:
+    if save_to is not None:  # appended: a resumed run adds its tree to the run's first one
+        with open(save_to, "a") as f:
             rich.print(tree, file=f)
 
 
@@ -52,17 +56,33 @@ def apply_extras(cfg: DictConfig, output_dir: str | None) -> None:
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
-    if extras.get("print_config"):
+    if extras.get("print_config") and rank_zero_only.rank == 0:
         print_config_tree(cfg, Path(output_dir) / "config_tree.log" if output_dir else None)
 
 
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run `task`; a UserError becomes one line on stderr and exit code 2."""
+    """Run `task`; a UserError becomes one line on stderr and exit code 2.
+
+    In a multirun, a job's error is written to `error.txt` in its directory and raised to Hydra,
+    which marks the job failed and goes on with the others: the basic and joblib launchers run
+    the whole sweep, then exit with the first failure; Optuna records the trial as failed.
+    """
     try:
         return task(cfg)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as err:
+        if in_multirun():
+            Path(HydraConfig.get().runtime.output_dir, "error.txt").write_text(
+                "".join(traceback.format_exception(err))
+            )
+            raise
+        if isinstance(err, UserError):
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
