@@ -11,7 +11,8 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-from src.utils.checkpoint import resume_argv  # noqa: E402  (also registers the run_dir resolvers)
+# also registers the resolvers of conf/train.yaml's run_dir and config_subdir
+from src.utils.checkpoint import resume_argv
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

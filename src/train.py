@@ -4,12 +4,16 @@ an interrupted run in its own directory."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning.pytorch as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -100,8 +104,27 @@ def point_ddp_processes_at_this_job() -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
+@contextmanager
+def isolated_job() -> Iterator[None]:
+    """A multirun runs its jobs one after another in one process: each starts with the environment
+    it found and leaves no process group behind (Lightning's DDP launcher sets both)."""
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured model; returns the final metrics."""
+    with isolated_job():
+        return fit_and_test(cfg)
+
+
+def fit_and_test(cfg: DictConfig) -> dict[str, float]:
     out = output_dir()
     check_groups(cfg, ("data", "loss", "model", "trainer", "callbacks", "logger"))
     apply_extras(cfg, out)

@@ -71,3 +71,23 @@ def test_ddp_sim_matches_one_process_with_the_same_global_batch(tmp_path: Path) 
     metrics = [json.loads((run / "metrics.json").read_text()) for run in (one, two)]
     for key in ("train/loss", "val/loss", "val/acc"):
         assert metrics[1][key] == pytest.approx(metrics[0][key], abs=1e-4), key
+
+
+@pytest.mark.slow
+def test_ddp_sim_jobs_of_a_multirun_each_get_one_directory(tmp_path: Path) -> None:
+    data = write_fake_mnist(tmp_path / "data")
+    result = run_script(
+        "train.py",
+        "-m",
+        *RUN,
+        "trainer=ddp_sim",
+        "trainer.max_epochs=1",
+        "seed=1,2",
+        f"data.data_dir={data}",
+        f"paths.log_dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    for job in ("0", "1"):
+        assert "val/loss" in json.loads((sweep / job / "metrics.json").read_text())

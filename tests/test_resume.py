@@ -13,6 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from src.utils.checkpoint import resume_argv
 from tests.conftest import run_script, write_fake_mnist
 
 # 500 training images in batches of 50: 10 steps an epoch; last.ckpt every 4 steps
@@ -115,3 +116,28 @@ def test_resume_of_a_directory_that_is_not_a_run_is_one_line(tmp_path: Path) -> 
     result = run_script("train.py", f"resume={tmp_path}", f"paths.log_dir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: resume=") and "\n" not in result.stderr.strip()
+
+
+def test_resume_argv_puts_the_runs_overrides_first(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (run / ".hydra" / "overrides.yaml").write_text(
+        "- experiment=vae_fmnist\n- trainer.max_epochs=3\n"
+    )
+    ckpt = f"ckpt_path={run}/checkpoints/last.ckpt"
+    assert resume_argv(["train.py", ckpt, "trainer.max_epochs=5"]) == [
+        "train.py",
+        "experiment=vae_fmnist",
+        ckpt,
+        "trainer.max_epochs=5",
+    ]
+    assert resume_argv(["train.py", f"resume={run}"])[1:3] == [
+        "experiment=vae_fmnist",
+        "trainer.max_epochs=3",
+    ]
+    # a checkpoint outside of a run directory, or a multirun, is left as it is
+    assert resume_argv(["train.py", f"ckpt_path={tmp_path}/x.ckpt"]) == [
+        "train.py",
+        f"ckpt_path={tmp_path}/x.ckpt",
+    ]

@@ -3,8 +3,8 @@
 `TensorBatches.__getitems__` takes the list of indices of a batch and returns the batch of every
 tensor it holds in one indexing operation; PyTorch's DataLoader calls it when the dataset has it,
 and `batch_loader` passes the result through unchanged. The batches come from the standard
-`BatchSampler` DataLoader makes of `batch_size` and `drop_last`, so Lightning can rebuild it (a DistributedSampler under DDP, a sequential one for
-`overfit_batches`).
+`BatchSampler` DataLoader makes of `batch_size` and `drop_last`, so Lightning can rebuild it (a
+DistributedSampler under DDP, a sequential one for `overfit_batches`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,162 @@
+"""Sweeps as subprocesses on tiny synthetic data: the basic and joblib launchers, the summary
+table, Optuna, submitit's local executor, and a failing trial inside a sweep."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_script, write_fake_mnist
+
+TINY = [
+    "debug=fdr",
+    "data=mnist",
+    "data.val_size=100",
+    "data.batch_size=50",
+    "data.eval_batch_size=100",
+    "model.iwae_samples=2",
+    "extras.print_config=false",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fake_mnist(tmp_path_factory.mktemp("sweep_data"), n_train=300, n_test=100)
+
+
+def _sweep(log_dir: Path, data: Path, *overrides: str, ok: bool = True) -> Path:
+    result = run_script(
+        "train.py", "-m", *TINY, f"data.data_dir={data}", f"paths.log_dir={log_dir}", *overrides
+    )
+    assert (result.returncode == 0) == ok, result.stderr[-3000:]
+    (sweep,) = (log_dir / "debug" / "multiruns").iterdir()
+    return sweep
+
+
+def _jobs(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def _assert_grid(sweep: Path) -> None:
+    jobs = _jobs(sweep)
+    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    for job in jobs:
+        assert math.isfinite(json.loads((job / "metrics.json").read_text())["val/nelbo"])
+
+
+def test_two_by_two_multirun_and_its_summary(tmp_path: Path, data: Path) -> None:
+    sweep = _sweep(tmp_path, data, "model.latent.dim=2,3", "seed=1,2")
+    _assert_grid(sweep)
+    result = run_script("scripts/summarize.py", str(sweep), "--metrics", "val/nelbo")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model.latent.dim"], r["seed"], r["status"]) for r in rows] == [
+        ("2", "1", "ok"),
+        ("2", "2", "ok"),
+        ("3", "1", "ok"),
+        ("3", "2", "ok"),
+    ]
+    for row, job in zip(rows, _jobs(sweep), strict=True):
+        logged = json.loads((job / "metrics.json").read_text())["val/nelbo"]
+        assert float(row["val/nelbo"]) == pytest.approx(logged, rel=1e-5)
+    with open(sweep / "summary_seeds.csv") as f:
+        settings = list(csv.DictReader(f))
+    assert [(s["model.latent.dim"], s["n"]) for s in settings] == [("2", "2"), ("3", "2")]
+    pair = [json.loads((job / "metrics.json").read_text())["val/nelbo"] for job in _jobs(sweep)[:2]]
+    assert float(settings[0]["val/nelbo mean"]) == pytest.approx(sum(pair) / 2, rel=1e-5)
+    assert float(settings[0]["val/nelbo std"]) == pytest.approx(
+        abs(pair[0] - pair[1]) / 2**0.5, rel=1e-4
+    )
+    assert "| model.latent.dim | seed | status | val/nelbo |" in (sweep / "summary.md").read_text()
+    assert len(list((sweep / "summary_tensorboard").iterdir())) == 2
+
+
+def test_a_failing_trial_does_not_stop_its_sweep(tmp_path: Path, data: Path) -> None:
+    sweep = _sweep(tmp_path, data, "data.val_size=0,100", ok=False)
+    failed, done = _jobs(sweep)
+    assert "data.val_size=0 must be between" in (failed / "error.txt").read_text()
+    assert not (failed / "metrics.json").exists()
+    assert math.isfinite(json.loads((done / "metrics.json").read_text())["val/nelbo"])
+    assert run_script("scripts/summarize.py", str(sweep)).returncode == 0
+    with open(sweep / "summary.csv") as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["failed", "ok"]
+
+
+@pytest.mark.slow
+def test_joblib_multirun(tmp_path: Path, data: Path) -> None:
+    sweep = _sweep(
+        tmp_path,
+        data,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model.latent.dim=2,3",
+        "seed=1,2",
+    )
+    _assert_grid(sweep)
+
+
+@pytest.mark.slow
+def test_optuna_returns_the_best_logged_value(tmp_path: Path, data: Path) -> None:
+    sweep = _sweep(
+        tmp_path,
+        data,
+        "hparams_search=vae_optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=3",
+    )
+    jobs = _jobs(sweep)
+    assert len(jobs) == 3
+    logged = [json.loads((job / "metrics.json").read_text())["val/nelbo"] for job in jobs]
+    assert len(set(logged)) == 3  # three different trials
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(min(logged), rel=1e-6)
+    best = jobs[logged.index(min(logged))]
+    best_overrides = (best / ".hydra" / "overrides.yaml").read_text()
+    for key, value in results["best_params"].items():
+        assert f"{key}={value}" in best_overrides
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_a_job_to_completion(tmp_path: Path, data: Path) -> None:
+    sweep = _sweep(tmp_path, data, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
+    (job,) = _jobs(sweep)
+    assert math.isfinite(json.loads((job / "metrics.json").read_text())["val/nelbo"])
+    assert (sweep / ".submitit").is_dir()
+
+
+# the families this convention was written with; the experiments of later models follow it too
+FAMILIES = ("vae_", "crf_", "capsule_")
+EXPERIMENTS = sorted(
+    p.stem for p in (ROOT / "conf/experiment").glob("*.yaml") if p.stem.startswith(FAMILIES)
+)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_configs_follow_the_convention(make_cfg, experiment: str) -> None:
+    """Each experiment names its runs after itself, tags them, fixes its seed and says in comments
+    what it costs and what it should give: `# budget: ...` and `# expected: ... (where)`."""
+    text = (ROOT / "conf/experiment" / f"{experiment}.yaml").read_text()
+    assert text.startswith("# @package _global_\n")
+    assert "\n# budget: " in text and "\n# expected: " in text
+    cfg = make_cfg(f"experiment={experiment}")
+    assert cfg.task_name == experiment and cfg.tags and isinstance(cfg.seed, int)
+
+
+def test_slurm_launcher_runs_one_task_per_device() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
+    assert launcher.timeout_min > 0 and "partition" in launcher
