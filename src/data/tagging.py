@@ -52,6 +52,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from src.utils.checkpoint import ResumableLoader
 from src.utils.errors import UserError
 
 Sentence = tuple[list[str], list[str]]  # (tokens, tags) of equal length
@@ -505,7 +506,8 @@ class TaggingDataModule(LightningDataModule):
             shuffle=train,
         )
         workers = self.hparams.num_workers
-        return DataLoader(
+        # training batches from a ResumableLoader: a run resumed mid-epoch continues exactly
+        return (ResumableLoader if train else DataLoader)(
             dataset,
             batch_sampler=batches,
             collate_fn=pad_batch,
