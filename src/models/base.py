@@ -18,7 +18,20 @@ from src.utils.errors import UserError
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 # constructor arguments that are modules or partials: kept out of the checkpoint's hparams
-NOT_HPARAMS = ["loss", "optimizer", "scheduler", "encoder", "decoder", "latent", "net"]
+NOT_HPARAMS = [
+    "loss",
+    "optimizer",
+    "scheduler",
+    "encoder",
+    "decoder",
+    "latent",
+    "net",
+    "generator",
+    "critic",
+    "critic_optimizer",
+    "critic_scheduler",
+    "statistics",
+]
 
 
 class BaseModule(LightningModule):

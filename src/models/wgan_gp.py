@@ -1,0 +1,184 @@
+"""WGAN-GP (kexue.fm/archives/4439, 6280; Gulrajani et al. 2017) with Lightning manual optimisation.
+
+Every training batch takes one critic step on  E[D(G(z))] - E[D(x)] + lambda * penalty  (the
+loss plugin, `src/losses/gradient_penalty.py`); every `n_critic`-th batch also takes one
+generator step on -E[D(G(z))]. Generator and critic have their own optimiser and (optional)
+scheduler, stepped at the end of each epoch.
+
+Metrics: `train/critic_loss`, `train/generator_loss`, `train/wasserstein` (E[D(x)] - E[D(G(z))],
+the critic's estimate of W1), `train/gradient_penalty`, `train/grad_norm(_max)` at the
+interpolates; `val/wasserstein` and `val/grad_norm` on validation batches against fixed noise
+(gradients in validation: the model config sets `trainer.inference_mode: false`). On 2-d data:
+`val/modes_covered`, `val/high_quality`, `val/mmd` (src/metrics/toy2d.py) against the data
+module's true distribution. Image quality (`val/fid`, `test/fid`) comes from the SampleQuality
+callback.
+
+TensorBoard: a sample grid from fixed noise every validation epoch (images), or real and generated
+points over the critic's contour (2-d).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from src.losses.gradient_penalty import WassersteinGP, critic_gradient_norm, interpolate
+from src.metrics.toy2d import mmd, mode_coverage
+from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.components.gan_nets import Generator
+from src.utils.errors import UserError
+from src.utils.images import has_image_logger, log_figure, log_image_grid
+
+# eval_generator index of the fixed noise behind the sample grids and 2-d metrics (batches use 0..)
+FIXED_NOISE = 999_999
+
+
+class WGANGP(BaseModule):
+    loss_task = "adversarial"
+    monitor = "val/wasserstein"
+
+    def __init__(
+        self,
+        generator: Generator,
+        critic: nn.Module,
+        loss: WassersteinGP,
+        optimizer: OptimizerFactory,
+        critic_optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        critic_scheduler: SchedulerFactory | None = None,
+        n_critic: int = 5,
+        n_eval_samples: int = 10000,
+        n_image_samples: int = 64,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__(loss, optimizer, scheduler, eval_seed)
+        if n_critic < 1:
+            raise UserError(f"model.n_critic={n_critic} must be at least 1.")
+        batch_norms = [type(m).__name__ for m in critic.modules() if _is_batch_norm(m)]
+        if batch_norms:
+            raise UserError(
+                f"the critic has {batch_norms[0]}: batch normalisation couples the samples of a "
+                "batch and breaks the per-sample gradient penalty; use LayerNorm or no norm."
+            )
+        self.save_hyperparameters(logger=False, ignore=NOT_HPARAMS)
+        self.automatic_optimization = False
+        self.generator, self.critic = generator, critic
+        self.critic_optimizer_factory, self.critic_scheduler_factory = (
+            critic_optimizer,
+            critic_scheduler,
+        )
+        self._generator_terms = {"generator_loss": torch.tensor(float("nan"))}
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n samples G(z): images in [0, 1] or points."""
+        with torch.no_grad():
+            return self.generator(self.generator.sample_code(n, generator, self.device))
+
+    def configure_optimizers(self) -> Any:
+        opt_g = self.optimizer_factory(params=self.generator.parameters())
+        opt_c = self.critic_optimizer_factory(params=self.critic.parameters())
+        pairs = ((self.scheduler_factory, opt_g), (self.critic_scheduler_factory, opt_c))
+        schedulers = [factory(optimizer=opt) for factory, opt in pairs if factory is not None]
+        return [opt_g, opt_c], schedulers
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        real = batch[0]
+        opt_g, opt_c = self.optimizers()
+        terms = self.loss.critic_loss(self.critic, real, self.sample(len(real)))
+        opt_c.zero_grad(set_to_none=True)
+        self.manual_backward(terms["loss"])
+        opt_c.step()
+        self.loss.constrain(self.critic)
+        if (self.trainer.fit_loop.total_batch_idx + 1) % self.hparams.n_critic == 0:
+            self.toggle_optimizer(opt_g)
+            generator_terms = self.generator_terms(len(real))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(generator_terms["generator_loss"])
+            opt_g.step()
+            self.untoggle_optimizer(opt_g)
+            self._generator_terms = {k: v.detach() for k, v in generator_terms.items()}
+        terms = {"critic_loss": terms.pop("loss"), **self._generator_terms, **terms}
+        self.log_terms("train", terms, len(real))
+
+    def generator_terms(self, n: int) -> dict[str, torch.Tensor]:
+        """The generator's `generator_loss` on n fresh samples, and any terms to log with it."""
+        code = self.generator.sample_code(n, device=self.device)
+        return {"generator_loss": self.loss.generator_loss(self.critic(self.generator(code)))}
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if scheduler is not None:
+                scheduler.step()
+
+    def on_validation_start(self) -> None:
+        if torch.is_inference_mode_enabled():
+            raise UserError(
+                "WGAN-GP measures critic gradients in validation: set trainer.inference_mode=false."
+            )
+
+    on_test_start = on_validation_start
+
+    def shared_step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
+        real = batch[0]
+        fake = self.sample(len(real), self.eval_generator(batch_idx))
+        x_hat = interpolate(real, fake, self.eval_generator(batch_idx))
+        terms = {
+            "wasserstein": self.critic(real).mean() - self.critic(fake).mean(),
+            "grad_norm": critic_gradient_norm(self.critic, x_hat).mean(),
+        }
+        self.log_terms(stage, terms, len(real))
+        return terms["wasserstein"]
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluate_samples("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluate_samples("test")
+
+    def _evaluate_samples(self, stage: str) -> None:
+        if self.trainer.sanity_checking:
+            return
+        fixed_noise = self.eval_generator(FIXED_NOISE)
+        distribution = getattr(self.trainer.datamodule, "distribution", None)
+        if distribution is None:
+            if has_image_logger(self.trainer):
+                images = self.sample(self.hparams.n_image_samples, fixed_noise)
+                log_image_grid(self.trainer, f"{stage}/samples", images)
+            return
+        samples = self.sample(self.hparams.n_eval_samples, fixed_noise).cpu()
+        truth, _ = distribution.sample(2000, torch.Generator().manual_seed(self.eval_seed))
+        metrics = {"mmd": mmd(samples[:2000], truth)}
+        if len(distribution.modes):
+            metrics.update(mode_coverage(samples, distribution.modes, distribution.scale))
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=True)
+        if has_image_logger(self.trainer):
+            self._log_critic_contour(stage, distribution, truth[:1000], samples[:1000])
+
+    def _log_critic_contour(
+        self, stage: str, distribution: Any, real: torch.Tensor, fake: torch.Tensor
+    ) -> None:
+        import matplotlib.pyplot as plt
+
+        lo, hi = distribution.bounds
+        axis = torch.linspace(lo, hi, 100)
+        grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1)
+        with torch.no_grad():
+            values = self.critic(grid.reshape(-1, 2).to(self.device)).view(100, 100).cpu()
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.contourf(axis, axis, values, levels=20, cmap="viridis")
+        ax.scatter(*real.T, s=2, c="white", alpha=0.5, label="real")
+        ax.scatter(*fake.T, s=2, c="red", alpha=0.5, label="generated")
+        ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", title="critic D(x), samples")
+        ax.legend(loc="upper right", fontsize=7)
+        log_figure(self.trainer, f"{stage}/critic_contour", fig)
+
+
+def _is_batch_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
