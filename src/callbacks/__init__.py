@@ -1,0 +1,1 @@
+"""Callbacks of the framework (Lightning's own are used directly from configs)."""
