@@ -167,3 +167,12 @@ def test_a_loss_for_another_kind_of_model_is_refused(
 ) -> None:
     with pytest.raises(UserError, match=needs):
         build(make_cfg(f"model={model}", f"loss={loss}"))
+
+
+@pytest.mark.parametrize("loss", ["multilabel_ce", "bce", "smooth_f1", "soft_accuracy"])
+def test_every_multilabel_loss_config_fits_the_classifier(make_cfg, loss: str) -> None:
+    _, model = build(make_cfg("model=multilabel_cnn", f"loss={loss}"))
+    logits = torch.tensor([[8.0, -8.0, 8.0], [-8.0, 8.0, -8.0]])
+    right = model.loss(logits, torch.tensor([[1, 0, 1], [0, 1, 0.0]]))["loss"]
+    wrong = model.loss(logits, torch.tensor([[0, 1, 0], [1, 0, 1.0]]))["loss"]
+    assert right.item() < 0.01 < wrong.item()
