@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from src.data.toy2d import grid_log_density, grid_points, kl_on_grid
+from src.data.toy2d import Toy2dDistribution, grid_log_density, grid_points, kl_on_grid
 from src.losses.contrastive_divergence import ContrastiveDivergence
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.langevin import LangevinSampler, ReplayBuffer, uniform_noise
@@ -30,6 +30,20 @@ from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure, log_image_grid
 
 NetFactory = Callable[..., nn.Module]
+
+
+@torch.no_grad()
+def energy_on_grid(
+    energy: Callable[[torch.Tensor], torch.Tensor],
+    dist: Toy2dDistribution,
+    n: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(true log p, -E) at the cell midpoints of an n x n grid over the distribution's box."""
+    _, _, log_p = grid_log_density(dist, n)
+    _, _, points = grid_points(dist.bounds, n, torch.float32)
+    neg_energy = -energy(points.reshape(-1, 2).to(device)).reshape(n, n)
+    return log_p, neg_energy.cpu()
 
 
 class EBM(BaseModule):
@@ -128,14 +142,9 @@ class EBM(BaseModule):
         if stage == "val" and has_image_logger(self.trainer):
             self._log_figures(e_real, e_fake, buffered, generator)
 
-    @torch.no_grad()
     def grid_log_density(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(true log p, model -E) on the n x n cell midpoints over the data's box."""
-        dist = self.trainer.datamodule.distribution
-        _, _, log_p = grid_log_density(dist, n)
-        _, _, points = grid_points(dist.bounds, n, torch.float32)
-        neg_energy = -self.energy(points.reshape(-1, 2).to(self.device)).reshape(n, n)
-        return log_p, neg_energy.cpu()
+        return energy_on_grid(self.energy, self.trainer.datamodule.distribution, n, self.device)
 
     def grid_kl(self, n: int) -> float:
         """KL(true || model) in nats, both densities normalised over the grid's cells."""
