@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 GROUP_OUT = "seed"  # settings are compared over this override
@@ -35,11 +36,16 @@ def find_runs(multirun_dir: Path) -> list[Path]:
     )
 
 
+def _text(value: Any) -> str:
+    """An override's value as it is written on the command line (unescaped)."""
+    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
+
+
 def read_run(job: Path) -> dict[str, Any]:
-    overrides = {}
-    for item in OmegaConf.load(job / ".hydra" / "overrides.yaml"):
-        key, _, value = str(item).partition("=")
-        overrides[key.lstrip("+~")] = value
+    parsed = OverridesParser.create().parse_overrides(
+        [str(o) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml")]
+    )
+    overrides = {o.key_or_group: _text(o.value()) for o in parsed}
     metrics_file = job / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     status = (
@@ -59,6 +65,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def summarize(runs: list[dict[str, Any]], metric_names: list[str]) -> tuple[list[dict], list[dict]]:
     """The table of runs and the table of settings (mean and std over seeds of each metric)."""
     keys = list(dict.fromkeys(k for run in runs for k in run["overrides"]))
+    keys = [k for k in keys if len({r["overrides"].get(k) for r in runs}) > 1]  # what varies
     rows = [
         {"job": r["job"], **{k: r["overrides"].get(k, "") for k in keys}, "status": r["status"]}
         | {m: r["metrics"].get(m) for m in metric_names}
@@ -136,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     metric_names = args.metrics or sorted({m for r in runs for m in r["metrics"]})
     rows, groups = summarize(runs, metric_names)
+    common = [f"{k}={v}" for k, v in runs[0]["overrides"].items() if k not in rows[0]]
     text = (
-        f"# {args.multirun_dir}\n\n## Runs\n\n{markdown(rows)}\n"
+        f"# {args.multirun_dir}\n\nEvery run: {' '.join(common) or '(no other overrides)'}\n\n"
+        f"## Runs\n\n{markdown(rows)}\n"
         f"## Mean and std over seeds\n\n{markdown(groups)}"
     )
     (args.multirun_dir / "summary.md").write_text(text)

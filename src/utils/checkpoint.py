@@ -169,8 +169,9 @@ class ResumableTraining(pl.Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        if progress.completed + 1 < trainer.num_training_batches and hasattr(module, "_epoch_sums"):
+        loader = trainer.train_dataloader
+        mid_epoch = isinstance(loader, ResumableLoader) and loader.trained < loader.epoch_batches
+        if mid_epoch and hasattr(module, "_epoch_sums"):
             checkpoint["train_epoch_sums"] = {
                 "sums": dict(module._epoch_sums),
                 "count": module._epoch_count,
