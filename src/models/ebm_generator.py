@@ -63,6 +63,8 @@ def jsd_mutual_information(
 
 
 class EBMGenerator(WGANGP):
+    """WGAN-GP's training loop with E = -critic and the generator loss E[E(G(z))] - w I_JSD."""
+
     def __init__(
         self,
         statistics: nn.Module,
@@ -86,11 +88,12 @@ class EBMGenerator(WGANGP):
 
     def generator_terms(self, n: int) -> dict[str, torch.Tensor]:
         z = self.generator.sample_code(n, device=self.device)
-        e_fake = self.energy(self.generator(z))
+        x = self.generator(z)
+        e_fake = self.energy(x)
         self.last_energies = {"e_fake": e_fake.detach()}
         terms = {"generator_loss": e_fake.mean()}
         if self.hparams.entropy_weight > 0:
-            terms["mi"] = jsd_mutual_information(self.statistics, z, self.generator(z))
+            terms["mi"] = jsd_mutual_information(self.statistics, z, x)
             terms["generator_loss"] = (
                 terms["generator_loss"] - self.hparams.entropy_weight * terms["mi"]
             )
