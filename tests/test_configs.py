@@ -100,3 +100,12 @@ def test_toy2d_data_config_builds(make_cfg) -> None:
     x, labels = next(iter(datamodule.train_dataloader()))
     assert x.shape == (256, 2) and labels.shape == (256,)
     assert datamodule.distribution.name == "rings"
+
+
+@pytest.mark.parametrize("model", [m for m in _options("model") if m != "crf_tagger"])
+def test_every_model_config_builds_with_its_loss(make_cfg, model: str) -> None:
+    """Each model config picks a loss that fits it (the model checks the loss's task)."""
+    cfg = make_cfg(f"model={model}")
+    _, module = build(cfg)
+    assert module.loss.task == module.loss_task
+    assert cfg.monitor.split("/")[0] == "val"

@@ -19,6 +19,7 @@ points over the critic's contour (2-d).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -31,6 +32,9 @@ from src.models.components.gan_nets import Generator
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure, log_image_grid
 
+# Lightning warns that mid-epoch checkpoints of manually optimised models hold the weights after the
+# step: that is what resuming needs (the step is counted done in the saved loop state).
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 # eval_generator index of the fixed noise behind the sample grids and 2-d metrics (batches use 0..)
 FIXED_NOISE = 999_999
 
