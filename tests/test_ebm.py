@@ -139,8 +139,11 @@ def test_fast_dev_run_ebm_toy(make_cfg) -> None:
 
 @needs_fashion
 def test_fast_dev_run_ebm_fmnist(make_cfg) -> None:
-    metrics = train(make_cfg("experiment=ebm_fmnist", *IMAGE_FAST))
+    quality = ["callbacks.sample_quality.n_test=50", "callbacks.sample_quality.kid_subset_size=25"]
+    cfg = make_cfg("experiment=ebm_fmnist", *IMAGE_FAST, *quality, "model.sample_steps=2")
+    metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/e_real"])
+    assert metrics["test/fid"] > 0 and math.isfinite(metrics["test/kid"])
 
 
 @needs_fashion
