@@ -10,6 +10,7 @@ step is not taken and nothing is saved after it, so the run's checkpoints are th
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -46,10 +47,14 @@ class DivergenceGuard(pl.Callback):
                 )
 
     def _stop(self, trainer: pl.Trainer, what: str) -> None:
-        checkpoint = trainer.checkpoint_callback
-        last = ""
-        if isinstance(checkpoint, ModelCheckpoint):
-            last = checkpoint.last_model_path or checkpoint.best_model_path
+        saved = [
+            Path(path)
+            for callback in trainer.checkpoint_callbacks
+            if isinstance(callback, ModelCheckpoint)
+            for path in (callback.last_model_path, callback.best_model_path)
+            if path and Path(path).is_file()
+        ]
+        last = str(max(saved, key=lambda path: path.stat().st_mtime)) if saved else ""
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"
         raise DivergenceError(
             f"training diverged at step {trainer.global_step}: {what}; stopped before the step, "
