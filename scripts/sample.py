@@ -12,8 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -35,16 +33,11 @@ def main(argv: list[str]) -> None:
 
     from src.utils.checkpoint import load_model, read_checkpoint, run_config
     from src.utils.errors import UserError
+    from src.utils.script_args import parse_key_values
 
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     try:
-        unknown = [a.split("=")[0] for a in argv if a.split("=")[0] not in DEFAULTS]
-        if unknown or any("=" not in a for a in argv):
-            keys = ", ".join(DEFAULTS)
-            raise UserError(f"usage: sample.py key=value ... with keys {keys}; got {argv}")
-        args = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
-        if OmegaConf.is_missing(args, "ckpt_path"):
-            raise UserError("ckpt_path=<run_dir>/checkpoints/<file>.ckpt is required.")
+        args = parse_key_values(argv, DEFAULTS, "sample.py")
         if not isinstance(args.n, int) or args.n < 1:
             raise UserError(f"n={args.n!r} must be a positive integer.")
         ckpt = read_checkpoint(args.ckpt_path)

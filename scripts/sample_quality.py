@@ -15,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -36,16 +34,11 @@ def main(argv: list[str]) -> None:
     from src.utils.checkpoint import load_model, read_checkpoint, run_config
     from src.utils.errors import UserError
     from src.utils.instantiate import instantiate
+    from src.utils.script_args import parse_key_values
 
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
     try:
-        unknown = [a.split("=")[0] for a in argv if a.split("=")[0] not in DEFAULTS]
-        if unknown or any("=" not in a for a in argv):
-            keys = ", ".join(DEFAULTS)
-            raise UserError(f"usage: sample_quality.py key=value ... with keys {keys}; got {argv}")
-        args = OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
-        if OmegaConf.is_missing(args, "ckpt_path"):
-            raise UserError("ckpt_path=<run_dir>/checkpoints/<file>.ckpt is required.")
+        args = parse_key_values(argv, DEFAULTS, "sample_quality.py")
         if args.split not in ("val", "test"):
             raise UserError(f"split={args.split!r}: choose val or test.")
         ckpt = read_checkpoint(args.ckpt_path)

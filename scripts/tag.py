@@ -25,6 +25,7 @@ DEFAULTS = {"ckpt_path": "???", "text": None, "file": None, "format": "text"}
 
 def parse_args(argv: list[str]) -> dict:
     from src.utils.errors import UserError
+    from src.utils.script_args import parse_key_values
 
     argv = list(argv)
     if "--file" in argv:
@@ -32,14 +33,7 @@ def parse_args(argv: list[str]) -> dict:
         if i + 1 >= len(argv):
             raise UserError("--file needs a path: --file input.txt")
         argv[i : i + 2] = [f"file={argv[i + 1]}"]
-    unknown = [a.split("=")[0] for a in argv if a.split("=")[0] not in DEFAULTS]
-    if unknown or any("=" not in a for a in argv):
-        raise UserError(f"usage: tag.py key=value ... with keys {', '.join(DEFAULTS)}; got {argv}")
-    args = OmegaConf.to_container(
-        OmegaConf.merge(OmegaConf.create(DEFAULTS), OmegaConf.from_dotlist(argv))
-    )
-    if args["ckpt_path"] == "???":
-        raise UserError("ckpt_path=<run_dir>/checkpoints/<file>.ckpt is required.")
+    args = OmegaConf.to_container(parse_key_values(argv, DEFAULTS, "tag.py"))
     if (args["text"] is None) == (args["file"] is None):
         raise UserError('give the input as text="..." or as --file <path> (one of the two).')
     if args["format"] not in ("text", "tags"):
