@@ -130,9 +130,9 @@ class WGANGP(BaseModule):
     on_test_start = on_validation_start
 
     def shared_step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
-        real = batch[0]
-        fake = self.sample(len(real), self.eval_generator(batch_idx))
-        x_hat = interpolate(real, fake, self.eval_generator(batch_idx))
+        real, noise = batch[0], self.eval_generator(batch_idx)
+        fake = self.sample(len(real), noise)
+        x_hat = interpolate(real, fake, noise)
         terms = {
             "wasserstein": self.critic(real).mean() - self.critic(fake).mean(),
             "grad_norm": critic_gradient_norm(self.critic, x_hat).mean(),
