@@ -30,7 +30,7 @@ DEFAULTS = {
 def main(argv: list[str]) -> None:
     import os
 
-    from src.metrics.sample_quality import SampleQuality, load_features
+    from src.metrics.sample_quality import SampleQuality, load_features_for
     from src.utils.checkpoint import load_model, read_checkpoint, run_config
     from src.utils.errors import UserError
     from src.utils.instantiate import instantiate
@@ -46,13 +46,9 @@ def main(argv: list[str]) -> None:
         model = load_model(args.ckpt_path, cfg, ckpt)
         if not callable(getattr(model, "sample", None)):
             raise UserError(f"{type(model).__name__} cannot generate samples (no sample method).")
-        features, trained_on = load_features(args.classifier_ckpt)
         datamodule = instantiate(cfg.data)
-        if trained_on != getattr(datamodule, "name", "?"):
-            raise UserError(
-                f"the classifier was trained on {trained_on}, the run's data is "
-                f"{getattr(datamodule, 'name', '?')}: pass a matching classifier_ckpt=."
-            )
+        data_name = getattr(datamodule, "name", "?")
+        features = load_features_for(args.classifier_ckpt, data_name, "classifier_ckpt")
         metric = SampleQuality(features)
         metric.set_reference(datamodule.reference_images(args.split)[: args.n])
         values = metric(model.sample, args.n, args.seed)

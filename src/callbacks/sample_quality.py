@@ -17,7 +17,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from src.metrics.sample_quality import SampleQuality, load_features
+from src.metrics.sample_quality import SampleQuality, load_features_for
 from src.utils.errors import UserError
 
 
@@ -46,15 +46,11 @@ class SampleQualityCallback(pl.Callback):
             raise UserError(
                 f"callbacks.sample_quality measures images; {type(datamodule).__name__} has none."
             )
-        features, trained_on = load_features(self.classifier_ckpt)
-        data_name = getattr(datamodule, "name", "?")
-        if trained_on != data_name:
-            raise UserError(
-                f"the classifier {self.classifier_ckpt} was trained on {trained_on}, the data is "
-                f"{data_name}: train one (model=classifier data={data_name}) and pass "
-                "callbacks.sample_quality.classifier_ckpt=<its checkpoint>."
-            )
-        self.features = features
+        self.features = load_features_for(
+            self.classifier_ckpt,
+            getattr(datamodule, "name", "?"),
+            "callbacks.sample_quality.classifier_ckpt",
+        )
 
     def _measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
         n = self.n[split]

@@ -61,6 +61,18 @@ def load_features(ckpt_path: str | Path) -> tuple[ClassifierFeatures, str]:
     return ClassifierFeatures(net), str(cfg.data.get("name", "?"))
 
 
+def load_features_for(ckpt_path: str | Path, data_name: str, option: str) -> ClassifierFeatures:
+    """`load_features`, refusing a classifier trained on other data than `data_name`; `option`
+    is the setting that names the checkpoint, for the error message."""
+    features, trained_on = load_features(ckpt_path)
+    if trained_on != data_name:
+        raise UserError(
+            f"the classifier {ckpt_path} was trained on {trained_on}, the data is {data_name}: "
+            f"train one (model=classifier data={data_name}) and pass {option}=<its checkpoint>."
+        )
+    return features
+
+
 class SampleQuality(nn.Module):
     """FID and KID of generated images against a fixed set of real images."""
 
