@@ -82,6 +82,17 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
     return ckpt_path
 
 
+def checkpoint_to_test(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
+    """The best checkpoint by `monitor` (`test_ckpt: best`, when one was saved) or None: the
+    weights at the end of fitting (`test_ckpt: last`)."""
+    checkpoint = trainer.checkpoint_callback
+    if cfg.get("test_ckpt", "best") == "last" or not isinstance(checkpoint, ModelCheckpoint):
+        return None
+    if checkpoint.best_model_path:
+        log.info(f"testing the best checkpoint {checkpoint.best_model_path}")
+    return checkpoint.best_model_path or None
+
+
 def continue_tensorboard(cfg: DictConfig, ckpt_path: str) -> None:
     """A resumed run writes into the same TensorBoard run; the events the interrupted run wrote
     after its checkpoint's step are hidden (SummaryWriter's purge_step), not shown twice."""
@@ -127,6 +138,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def fit_and_test(cfg: DictConfig) -> dict[str, float]:
     out = output_dir()
     check_groups(cfg, ("data", "loss", "model", "trainer", "callbacks", "logger"))
+    if cfg.get("test_ckpt", "best") not in ("best", "last"):
+        raise UserError(f"test_ckpt={cfg.test_ckpt!r}: choose 'best' (by monitor) or 'last'.")
     apply_extras(cfg, out)
     ckpt_path = checkpoint_to_resume(cfg)
     if ckpt_path and resumed_run(cfg.get("resume"), ckpt_path):
@@ -150,11 +163,8 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = scalar_metrics(trainer.callback_metrics)
     if cfg.get("test"):
-        checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
-        if best:
-            log.info(f"testing the best checkpoint {best}")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        tested = checkpoint_to_test(cfg, trainer)
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
         metrics.update(scalar_metrics(trainer.callback_metrics))
     if trainer.is_global_zero:
         save_metrics(metrics, out)

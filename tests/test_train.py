@@ -135,3 +135,22 @@ def test_overfit_preset_trains_on_the_same_few_batches(make_cfg) -> None:
     )
     metrics = train(cfg)
     assert math.isfinite(metrics["train/nelbo"]) and math.isfinite(metrics["test/nelbo"])
+
+
+def test_test_ckpt_picks_the_best_checkpoint_or_the_last_weights(tmp_path: Path) -> None:
+    """With monitor_mode=max on the -ELBO, 'best' is the untrained-most epoch (epoch 0): testing it
+    must give a higher test -ELBO than testing the weights after the last epoch."""
+    quiet = ["logger=csv", "callbacks=default", "monitor_mode=max", *SHORT, "trainer.max_epochs=3"]
+    tested = {
+        which: train(compose_config([*quiet, f"test_ckpt={which}"], tmp_path / which))
+        for which in ("best", "last")
+    }
+    assert tested["last"]["test/nelbo"] < tested["best"]["test/nelbo"] - 20, tested
+    assert tested["last"]["val/nelbo"] == pytest.approx(tested["best"]["val/nelbo"])
+
+
+def test_a_wrong_test_ckpt_is_one_line(make_cfg) -> None:
+    from src.utils.errors import UserError
+
+    with pytest.raises(UserError, match=r"test_ckpt='bets'.*'best'.*'last'"):
+        train(make_cfg("test_ckpt=bets", *FAST))
