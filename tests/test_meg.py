@@ -92,6 +92,22 @@ def test_the_entropy_term_trains_the_statistics_net_and_can_be_switched_off(make
     assert "mi" not in terms and not moved
 
 
+def test_refined_negatives_are_the_generator_samples_moved_down_the_energy(make_cfg) -> None:
+    """With noise 0 the refinement is gradient descent on E: the same draws G(z), lower energy."""
+    _, model = build(make_cfg("experiment=meg_toy", "model.refine.noise=0.0"))
+    torch.manual_seed(0)
+    refined = model.negatives(256)
+    torch.manual_seed(0)
+    raw = model.sample(256)
+    assert not torch.allclose(refined, raw)
+    assert model.energy(refined).mean() < model.energy(raw).mean()
+    _, plain = build(make_cfg("experiment=meg_toy", "model.refine=null"))
+    torch.manual_seed(0)
+    negatives = plain.negatives(256)
+    torch.manual_seed(0)
+    assert torch.equal(negatives, plain.sample(256))
+
+
 @pytest.mark.parametrize("experiment", ["meg_toy", "meg_toy_noentropy"])
 def test_fast_dev_run_meg(make_cfg, experiment: str) -> None:
     metrics = train(make_cfg(f"experiment={experiment}", *FAST))

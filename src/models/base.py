@@ -31,6 +31,7 @@ NOT_HPARAMS = [
     "critic_optimizer",
     "critic_scheduler",
     "statistics",
+    "refine",
 ]
 
 

@@ -17,6 +17,12 @@ with z' the codes of the batch shuffled. G and T both maximise it (T shares G's 
 G's loss is  E_z[E(G(z))] - entropy_weight * I_JSD;  entropy_weight=0 switches it off and shows
 the mode collapse it prevents. On 2-d data validation also reports `val/kl`, KL(true || exp(-E))
 on a grid, and TensorBoard shows exp(-E) next to the true density with the generator's samples.
+
+The energy only learns from where the negatives are: where the generator puts no samples, E is
+never raised, and exp(-E) keeps mass there. With `refine` (a `LangevinSampler`), each negative
+batch G(z) is first moved by a short Langevin chain on E, as in cooperative training of an energy
+and a generator (Xie et al. 2018, CoopNets): the chains carry negatives into the regions the
+generator misses, and the generator still learns to sample on its own.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.data.toy2d import kl_on_grid
+from src.models.components.langevin import LangevinSampler
 from src.models.components.nets import mlp
 from src.models.ebm import energy_on_grid
 from src.models.wgan_gp import FIXED_NOISE, WGANGP
@@ -69,11 +76,12 @@ class EBMGenerator(WGANGP):
         self,
         statistics: nn.Module,
         entropy_weight: float = 1.0,
+        refine: LangevinSampler | None = None,
         grid_size: int = 200,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.statistics = statistics
+        self.statistics, self.refine = statistics, refine
         self.last_energies: dict[str, torch.Tensor] = {}
         if entropy_weight > 0:
             self._generator_terms["mi"] = torch.tensor(float("nan"))
@@ -85,6 +93,11 @@ class EBMGenerator(WGANGP):
         optimizers, schedulers = super().configure_optimizers()
         optimizers[0].add_param_group({"params": list(self.statistics.parameters())})
         return optimizers, schedulers
+
+    def negatives(self, n: int) -> torch.Tensor:
+        """G(z), moved by the `refine` Langevin chain on E when there is one."""
+        fake = self.sample(n)
+        return fake if self.refine is None else self.refine(self.energy, fake)
 
     def generator_terms(self, n: int) -> dict[str, torch.Tensor]:
         z = self.generator.sample_code(n, device=self.device)

@@ -93,7 +93,7 @@ class WGANGP(BaseModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         real = batch[0]
         opt_g, opt_c = self.optimizers()
-        terms = self.loss.critic_loss(self.critic, real, self.sample(len(real)))
+        terms = self.loss.critic_loss(self.critic, real, self.negatives(len(real)))
         opt_c.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
         opt_c.step()
@@ -108,6 +108,10 @@ class WGANGP(BaseModule):
             self._generator_terms = {k: v.detach() for k, v in generator_terms.items()}
         terms = {"critic_loss": terms.pop("loss"), **self._generator_terms, **terms}
         self.log_terms("train", terms, len(real))
+
+    def negatives(self, n: int) -> torch.Tensor:
+        """The n generated samples the critic step contrasts with the real batch."""
+        return self.sample(n)
 
     def generator_terms(self, n: int) -> dict[str, torch.Tensor]:
         """The generator's `generator_loss` on n fresh samples, and any terms to log with it."""
