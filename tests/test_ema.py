@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from omegaconf import DictConfig
 
 from src.train import build
 from src.utils.instantiate import instantiate_callbacks
@@ -26,23 +27,22 @@ class Snapshots(pl.Callback):
         self.weights.append({k: v.detach().clone() for k, v in module.named_parameters()})
 
 
+def _vae_on_fake_mnist(tmp_path: Path, n_train: int, *overrides: str) -> DictConfig:
+    data = write_fake_mnist(tmp_path / "mnist", n_train=n_train, n_test=50)
+    cfg = [f"data.data_dir={data}", "data.val_size=50", "data.batch_size=50", *overrides]
+    return compose_config(["model=vae_2d", "data=mnist", *cfg], tmp_path / "run")
+
+
 def test_ema_callback_averages_the_weights(tmp_path: Path) -> None:
-    data = write_fake_mnist(tmp_path / "mnist", n_train=400, n_test=50)
-    cfg = compose_config(
-        [
-            "model=vae_2d",
-            "data=mnist",
-            f"data.data_dir={data}",
-            "data.val_size=50",
-            "data.batch_size=50",
-            "callbacks=ema",
-            "callbacks.ema.decay=0.7",
-            "trainer.max_epochs=1",
-            "trainer.limit_train_batches=6",
-            "trainer.limit_val_batches=1",
-            "logger=csv",
-        ],
-        tmp_path / "run",
+    cfg = _vae_on_fake_mnist(
+        tmp_path,
+        400,
+        "callbacks=ema",
+        "callbacks.ema.decay=0.7",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=6",
+        "trainer.limit_val_batches=1",
+        "logger=csv",
     )
     datamodule, model = build(cfg)
     callbacks = instantiate_callbacks(cfg.callbacks)
@@ -65,18 +65,7 @@ def test_ema_callback_averages_the_weights(tmp_path: Path) -> None:
 
 def _weights_seen_in_validation(tmp_path: Path, callback: type | None) -> list[list[torch.Tensor]]:
     """The weights at each validation batch and in the module's on_validation_epoch_end."""
-    data = write_fake_mnist(tmp_path / "mnist", n_train=200, n_test=50)
-    cfg = compose_config(
-        [
-            "model=vae_2d",
-            "data=mnist",
-            f"data.data_dir={data}",
-            "data.val_size=50",
-            "data.batch_size=50",
-        ],
-        tmp_path / "run",
-    )
-    datamodule, model = build(cfg)
+    datamodule, model = build(_vae_on_fake_mnist(tmp_path, 200))
     seen: list[list[torch.Tensor]] = []
 
     class Recording(type(model)):
