@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from omegaconf import DictConfig, open_dict
@@ -41,6 +42,12 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config(list(overrides), tmp_path, config_name)
 
     return make
+
+
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    """A Trainer without logger, progress bar or model summary; `kwargs` as Trainer's."""
+    quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False}
+    return pl.Trainer(**{**quiet, **kwargs})
 
 
 def write_fake_mnist(directory: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:

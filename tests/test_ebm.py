@@ -16,7 +16,7 @@ from src.data.toy2d import EightGaussians, grid_log_density
 from src.losses.contrastive_divergence import ContrastiveDivergence
 from src.models.components.energy_nets import ConvEnergy, MLPEnergy
 from src.train import build, train
-from tests.conftest import needs_fashion, run_script
+from tests.conftest import needs_fashion, quiet_trainer, run_script
 
 TOY_FAST = ["trainer.fast_dev_run=true", "model.sample_steps=5", "model.grid_size=40"]
 IMAGE_FAST = [
@@ -102,14 +102,11 @@ def test_divergence_guard_stops_before_the_bad_step_and_keeps_the_good_checkpoin
 ) -> None:
     datamodule, model = build(make_cfg("model=ebm_2d", "model.sampler.steps=2"))
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=3,
         limit_train_batches=3,
         limit_val_batches=1,
         num_sanity_val_steps=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         inference_mode=False,
         callbacks=[checkpoint, DivergenceGuard(max_energy=1e4), _BlowUp()],
     )

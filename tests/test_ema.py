@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from src.train import build
 from src.utils.instantiate import instantiate_callbacks
-from tests.conftest import compose_config, write_fake_mnist
+from tests.conftest import compose_config, quiet_trainer, write_fake_mnist
 
 
 class Snapshots(pl.Callback):
@@ -82,16 +82,13 @@ def _weights_seen_in_validation(tmp_path: Path, callback: type | None) -> list[l
 
     model.__class__ = Recording
     ema = [callback(decay=0.5)] if callback else []
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
         max_epochs=2,
         limit_train_batches=3,
         limit_val_batches=1,
         num_sanity_val_steps=0,
         callbacks=ema,
-        logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(model, datamodule=datamodule)
     return seen
