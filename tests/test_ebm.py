@@ -132,6 +132,8 @@ def test_fast_dev_run_ebm_toy(make_cfg) -> None:
     metrics = train(make_cfg("experiment=ebm_toy", *TOY_FAST))
     for key in ("train/loss", "val/kl", "test/kl", "test/e_real", "test/e_fake"):
         assert math.isfinite(metrics[key]), key
+    parts = sum(metrics[f"test/kl_{part}"] for part in ("mass", "shares", "within"))
+    assert parts == pytest.approx(metrics["test/kl"], rel=1e-4)
 
 
 @needs_fashion

@@ -24,6 +24,7 @@ from torch import nn
 
 from src.data.toy2d import Toy2dDistribution, grid_log_density, grid_points, kl_on_grid
 from src.losses.contrastive_divergence import ContrastiveDivergence
+from src.metrics.toy2d import kl_decomposition, mode_regions
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.langevin import LangevinSampler, ReplayBuffer, uniform_noise
 from src.utils.errors import UserError
@@ -44,6 +45,19 @@ def energy_on_grid(
     _, _, points = grid_points(dist.bounds, n, torch.float32)
     neg_energy = -energy(points.reshape(-1, 2).to(device)).reshape(n, n)
     return log_p, neg_energy.cpu()
+
+
+def grid_kl_terms(
+    log_p: torch.Tensor, log_q: torch.Tensor, dist: Toy2dDistribution
+) -> dict[str, float]:
+    """`kl` = KL(true || model) on the grid and, for distributions with modes, its split into
+    `kl_mass`, `kl_shares`, `kl_within` (src/metrics/toy2d.py `kl_decomposition`)."""
+    terms = {"kl": kl_on_grid(log_p, log_q)}
+    if len(dist.modes):
+        _, _, points = grid_points(dist.bounds, log_p.shape[0])
+        region = mode_regions(points.reshape(-1, 2), dist.modes, 3 * dist.scale)
+        terms.update(kl_decomposition(log_p, log_q, region, len(dist.modes)))
+    return terms
 
 
 class EBM(BaseModule):
@@ -137,7 +151,9 @@ class EBM(BaseModule):
         e_fake = self.energy(buffered)
         terms = self.loss(e_real, e_fake)
         if self.is_2d:
-            terms["kl"] = torch.tensor(self.grid_kl(self.hparams.grid_size))
+            log_p, log_q = self.grid_log_density(self.hparams.grid_size)
+            grid_terms = grid_kl_terms(log_p, log_q, self.trainer.datamodule.distribution)
+            terms.update({k: torch.tensor(v) for k, v in grid_terms.items()})
         self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, sync_dist=True)
         if stage == "val" and has_image_logger(self.trainer):
             self._log_figures(e_real, e_fake, buffered, generator)
