@@ -33,6 +33,30 @@ def test_meg_loss_is_the_contrast_plus_the_gradient_at_the_data_plus_the_regular
     assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("lam", [0.0, 0.3])
+def test_meg_loss_gradients_with_and_without_the_penalty(lam: float) -> None:
+    torch.manual_seed(0)
+    critic = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.SiLU(), torch.nn.Linear(16, 1))
+    real, fake = torch.randn(32, 2), torch.randn(32, 2)
+    terms = MEGLoss(lam=lam, alpha=0.1).critic_loss(critic, real, fake)
+    got = torch.autograd.grad(terms["loss"], list(critic.parameters()))
+    x = real.clone().requires_grad_(True)
+    (grad_x,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    d_real, d_fake = critic(real), critic(fake)
+    reference = (
+        d_fake.mean()
+        - d_real.mean()
+        + lam * grad_x.square().sum(1).mean()
+        + 0.1 * (d_real.square().mean() + d_fake.square().mean())
+    )
+    expected = torch.autograd.grad(reference, list(critic.parameters()))
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+    assert terms["gradient_penalty"].item() == pytest.approx(
+        grad_x.square().sum(1).mean().item(), rel=1e-5
+    )
+
+
 def test_jsd_estimator_is_the_formula_with_shuffled_codes() -> None:
     torch.manual_seed(0)
     stats = StatisticsNet(3, (2,), hidden=(8,))
@@ -114,6 +138,8 @@ def test_fast_dev_run_meg(make_cfg, experiment: str) -> None:
     for key in ("train/critic_loss", "val/kl", "test/kl", "test/modes_covered"):
         assert math.isfinite(metrics[key]), key
     assert ("train/mi" in metrics) == (experiment == "meg_toy")
+    parts = sum(metrics[f"test/kl_{part}"] for part in ("mass", "shares", "within"))
+    assert parts == pytest.approx(metrics["test/kl"], rel=1e-4)
 
 
 def test_checkpoint_loads_weights_only(make_cfg, tmp_path: Path) -> None:

@@ -69,7 +69,10 @@ class MEGLoss(WassersteinGP):
     ) -> dict[str, torch.Tensor]:
         real = real.detach().requires_grad_(True)
         d_real, d_fake = critic(real), critic(fake.detach())
-        (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+        # with lam = 0 the penalty is only reported: no second-order graph
+        (grad,) = torch.autograd.grad(
+            d_real.sum(), real, create_graph=self.lam > 0, retain_graph=True
+        )
         penalty = grad.flatten(1).square().sum(1).mean()
         reg = self.alpha * (d_real.square().mean() + d_fake.square().mean())
         wasserstein = d_real.mean() - d_fake.mean()

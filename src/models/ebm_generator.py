@@ -37,7 +37,7 @@ from torch import nn
 from src.data.toy2d import kl_on_grid
 from src.models.components.langevin import LangevinSampler
 from src.models.components.nets import mlp
-from src.models.ebm import energy_on_grid
+from src.models.ebm import energy_on_grid, grid_kl_terms
 from src.models.wgan_gp import FIXED_NOISE, WGANGP
 from src.utils.images import has_image_logger, log_figure
 
@@ -64,9 +64,9 @@ def jsd_mutual_information(
     perm = torch.randperm(
         len(z), generator=generator, device=generator.device if generator else "cpu"
     )
-    joint = -F.softplus(-statistics(z, x)).mean()
-    marginal = F.softplus(statistics(z[perm.to(z.device)], x)).mean()
-    return joint - marginal
+    shuffled = z[perm.to(z.device)]
+    t_joint, t_marginal = statistics(torch.cat([z, shuffled]), torch.cat([x, x])).chunk(2)
+    return -F.softplus(-t_joint).mean() - F.softplus(t_marginal).mean()
 
 
 class EBMGenerator(WGANGP):
@@ -117,7 +117,8 @@ class EBMGenerator(WGANGP):
         if self.trainer.sanity_checking or not hasattr(self.trainer.datamodule, "distribution"):
             return
         log_p, neg_energy = self.grid_log_density(self.hparams.grid_size)
-        self.log(f"{stage}/kl", kl_on_grid(log_p, neg_energy), sync_dist=True)
+        terms = grid_kl_terms(log_p, neg_energy, self.trainer.datamodule.distribution)
+        self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, sync_dist=True)
         if has_image_logger(self.trainer):
             self._log_density(stage, log_p, neg_energy)
 
