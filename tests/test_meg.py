@@ -6,15 +6,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import open_dict
 
+from src.data.toy2d import kl_on_grid
 from src.losses.contrastive_divergence import MEGLoss
 from src.models.ebm_generator import StatisticsNet, jsd_mutual_information
 from src.train import build, train
 from src.utils.checkpoint import load_model, read_checkpoint, run_config
+from src.utils.errors import UserError
 
 FAST = ["trainer.fast_dev_run=true", "model.grid_size=40", "model.n_eval_samples=500"]
 
@@ -132,6 +135,42 @@ def test_refined_negatives_are_the_generator_samples_moved_down_the_energy(make_
     assert torch.equal(negatives, plain.sample(256))
 
 
+LATENT_CHAIN = (
+    "model.refine_code={_target_:src.models.components.langevin.LangevinSampler,"
+    "steps:200,step_size:0.04,noise:null,grad_clamp:null,data_range:null}"
+)
+
+
+def test_code_chain_under_a_flat_energy_keeps_the_normal_prior(make_cfg) -> None:
+    """With E = 0 the chain on E_z = |z|^2 / 2 samples N(0, I) from any start: from z = 0 its
+    end points have mean 0 and variance 1 / (1 - step / 2) (the Euler chain's), not 0 or 1/2."""
+    _, model = build(make_cfg("experiment=meg_toy", "model.refine=null", LATENT_CHAIN))
+    for parameter in model.critic.parameters():
+        torch.nn.init.zeros_(parameter)
+    torch.manual_seed(0)
+    z = model.refine_code(model.code_energy, torch.zeros(4000, 2))
+    assert z.mean(0).abs().max() < 0.06
+    torch.testing.assert_close(z.var(0), torch.full((2,), 1 / (1 - 0.02)), atol=0.07, rtol=0)
+
+
+def test_code_chain_moves_codes_down_the_code_energy(make_cfg) -> None:
+    cfg = make_cfg("experiment=meg_toy", "model.refine=null", LATENT_CHAIN)
+    _, model = build(cfg)
+    model.refine_code.noise, model.refine_code.steps = 0.0, 20
+    z = model.generator.sample_code(256, torch.Generator().manual_seed(0))
+    moved = model.refine_code(model.code_energy, z)
+    assert model.code_energy(moved).mean() < model.code_energy(z).mean()
+    with torch.no_grad():
+        expected = model.energy(model.generator(z)) + 0.5 * z.square().sum(1)
+    torch.testing.assert_close(model.code_energy(z).detach(), expected)
+
+
+def test_code_chain_needs_a_normal_code(make_cfg) -> None:
+    cfg = make_cfg("experiment=meg_toy", "model.generator.code=uniform", LATENT_CHAIN)
+    with pytest.raises(UserError, match=r"model\.generator\.code=normal"):
+        build(cfg)
+
+
 @pytest.mark.parametrize("experiment", ["meg_toy", "meg_toy_noentropy"])
 def test_fast_dev_run_meg(make_cfg, experiment: str) -> None:
     metrics = train(make_cfg(f"experiment={experiment}", *FAST))
@@ -152,3 +191,16 @@ def test_checkpoint_loads_weights_only(make_cfg, tmp_path: Path) -> None:
     ckpt = read_checkpoint(path)
     model = load_model(path, run_config(path, ckpt), ckpt)
     assert model.sample(5, torch.Generator().manual_seed(0)).shape == (5, 2)
+
+
+@pytest.mark.slow
+def test_training_lowers_the_grid_kl_of_the_energy(make_cfg) -> None:
+    cfg = make_cfg("experiment=meg_toy", "logger=csv", "data.n_val=500")
+    with open_dict(cfg):
+        cfg.trainer.update(max_epochs=8, max_time=None)
+    datamodule, model = build(cfg)
+    model.trainer = pl.Trainer(logger=False)
+    model.trainer.datamodule = datamodule
+    untrained = kl_on_grid(*model.grid_log_density(200))
+    metrics = train(cfg)
+    assert untrained > 2.0 and metrics["test/kl"] < 0.5 * untrained, (untrained, metrics["test/kl"])

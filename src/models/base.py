@@ -32,6 +32,7 @@ NOT_HPARAMS = [
     "critic_scheduler",
     "statistics",
     "refine",
+    "refine_code",
 ]
 
 

@@ -23,6 +23,15 @@ never raised, and exp(-E) keeps mass there. With `refine` (a `LangevinSampler`),
 batch G(z) is first moved by a short Langevin chain on E, as in cooperative training of an energy
 and a generator (Xie et al. 2018, CoopNets): the chains carry negatives into the regions the
 generator misses, and the generator still learns to sample on its own.
+
+Neither chain moves mass between distant modes, so the modes' shares among the negatives are the
+generator's, and the energy's wells settle at depths that balance the generator rather than the
+data. With `refine_code`, the codes first take a Langevin chain on
+
+    E_z(z) = E(G(z)) + |z|^2 / 2,
+
+i.e. towards p(z) exp(-E(G(z))) (Kumar et al.'s MCMC in latent space, here for the negatives):
+modes far apart in x are neighbours in z, and a code moves to the deeper side.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from src.models.components.langevin import LangevinSampler
 from src.models.components.nets import mlp
 from src.models.ebm import energy_on_grid, grid_kl_terms
 from src.models.wgan_gp import FIXED_NOISE, WGANGP
+from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure
 
 
@@ -77,11 +87,17 @@ class EBMGenerator(WGANGP):
         statistics: nn.Module,
         entropy_weight: float = 1.0,
         refine: LangevinSampler | None = None,
+        refine_code: LangevinSampler | None = None,
         grid_size: int = 200,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.statistics, self.refine = statistics, refine
+        if refine_code is not None and getattr(self.generator, "code", "normal") != "normal":
+            raise UserError(
+                "model.refine_code samples codes under a N(0, I) prior: set "
+                "model.generator.code=normal or model.refine_code=null."
+            )
+        self.statistics, self.refine, self.refine_code = statistics, refine, refine_code
         self.last_energies: dict[str, torch.Tensor] = {}
         if entropy_weight > 0:
             self._generator_terms["mi"] = torch.tensor(float("nan"))
@@ -95,9 +111,18 @@ class EBMGenerator(WGANGP):
         return optimizers, schedulers
 
     def negatives(self, n: int) -> torch.Tensor:
-        """G(z), moved by the `refine` Langevin chain on E when there is one."""
-        fake = self.sample(n)
+        """G(z), the codes moved by `refine_code` on E_z and the samples by `refine` on E when
+        there are those chains."""
+        z = self.generator.sample_code(n, device=self.device)
+        if self.refine_code is not None:
+            z = self.refine_code(self.code_energy, z)
+        with torch.no_grad():
+            fake = self.generator(z)
         return fake if self.refine is None else self.refine(self.energy, fake)
+
+    def code_energy(self, z: torch.Tensor) -> torch.Tensor:
+        """E_z(z) = E(G(z)) + |z|^2 / 2: -log of p(z) exp(-E(G(z))) up to a constant."""
+        return self.energy(self.generator(z)) + 0.5 * z.flatten(1).square().sum(1)
 
     def generator_terms(self, n: int) -> dict[str, torch.Tensor]:
         z = self.generator.sample_code(n, device=self.device)
