@@ -10,6 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.callbacks.divergence_guard import DivergenceError, DivergenceGuard
 from src.data.toy2d import EightGaussians, grid_log_density
@@ -172,3 +173,26 @@ def test_training_lowers_the_grid_kl(make_cfg) -> None:
     untrained = model.grid_kl(200)
     metrics = train(cfg)
     assert untrained > 2.0 and metrics["test/kl"] < 0.6, (untrained, metrics["test/kl"])
+
+
+@pytest.mark.parametrize(
+    ("experiment", "images"),
+    [("ebm_toy", {"val/density"}), ("meg_toy", {"val/density", "val/critic_contour"})],
+)
+def test_toy_density_figures_reach_tensorboard(
+    make_cfg, tmp_path: Path, experiment: str, images: set[str]
+) -> None:
+    cfg = make_cfg(
+        f"experiment={experiment}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "model.grid_size=40",
+        "data.n_val=256",
+    )
+    train(cfg)
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    tags = set(events.Reload().Tags()["images"])
+    assert images <= tags, tags
+    assert events.Scalars("val/kl")[-1].value > 0

@@ -150,13 +150,13 @@ class EBM(BaseModule):
         buffered = self.buffer.points[index]
         e_fake = self.energy(buffered)
         terms = self.loss(e_real, e_fake)
-        if self.is_2d:
-            log_p, log_q = self.grid_log_density(self.hparams.grid_size)
-            grid_terms = grid_kl_terms(log_p, log_q, self.trainer.datamodule.distribution)
+        grid = self.grid_log_density(self.hparams.grid_size) if self.is_2d else None
+        if grid is not None:
+            grid_terms = grid_kl_terms(*grid, self.trainer.datamodule.distribution)
             terms.update({k: torch.tensor(v) for k, v in grid_terms.items()})
         self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, sync_dist=True)
         if stage == "val" and has_image_logger(self.trainer):
-            self._log_figures(e_real, e_fake, buffered, generator)
+            self._log_figures(e_real, e_fake, buffered, generator, grid)
 
     def grid_log_density(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(true log p, model -E) on the n x n cell midpoints over the data's box."""
@@ -172,29 +172,32 @@ class EBM(BaseModule):
         e_fake: torch.Tensor,
         buffered: torch.Tensor,
         generator: torch.Generator,
+        grid: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> None:
+        """Energy histograms, and sample grids (images) or the density figure (2-d `grid`)."""
         for lg in self.trainer.loggers:
             if isinstance(lg, TensorBoardLogger):
                 step = self.global_step
                 lg.experiment.add_histogram("energy/data", e_real.cpu(), step)
                 lg.experiment.add_histogram("energy/buffer_samples", e_fake.cpu(), step)
         chains = self.sample(self.hparams.n_image_samples if not self.is_2d else 1000, generator)
-        if self.is_2d:
-            self._log_density(buffered, chains)
+        if grid is not None:
+            self._log_density(buffered, chains, *grid)
             return
         k = self.hparams.n_image_samples
         nrow = max(1, round(math.sqrt(k)))
         log_image_grid(self.trainer, "val/buffer_samples", buffered[:k], nrow=nrow)
         log_image_grid(self.trainer, "val/chain_samples", chains, nrow=nrow)
 
-    def _log_density(self, buffered: torch.Tensor, chains: torch.Tensor) -> None:
+    def _log_density(
+        self, buffered: torch.Tensor, chains: torch.Tensor, log_p: torch.Tensor, log_q: torch.Tensor
+    ) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        n = self.hparams.grid_size
-        log_p, log_q = self.grid_log_density(n)
+        n = log_p.shape[0]
         lo, hi = self.trainer.datamodule.distribution.bounds
         fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
         for ax, logd, title in ((axes[0], log_p, "true density"), (axes[1], log_q, "exp(-E)")):
