@@ -75,9 +75,8 @@ def kl_decomposition(
     lp = torch.log_softmax(log_p.detach().double().flatten(), 0)
     lq = torch.log_softmax(log_q.detach().double().flatten(), 0)
     region = region.to(lp.device)
-    mass_p = _region_mass(lp, region, n_modes + 1)
-    mass_q = _region_mass(lq, region, n_modes + 1)
     p, q = lp.exp(), lq.exp()
+    mass_p, mass_q = _region_mass(p, region, n_modes + 1), _region_mass(q, region, n_modes + 1)
     conditional_p, conditional_q = p / mass_p[region], q / mass_q[region]
     within = _kl_terms(p, conditional_p.log() - conditional_q.log())
     in_p, in_q = mass_p[:n_modes].sum(), mass_q[:n_modes].sum()
@@ -88,9 +87,9 @@ def kl_decomposition(
     return {"kl_mass": float(mass), "kl_shares": float(shares), "kl_within": float(within)}
 
 
-def _region_mass(prob_log: Tensor, region: Tensor, n_regions: int) -> Tensor:
-    masses = torch.zeros(n_regions, dtype=prob_log.dtype, device=prob_log.device)
-    return masses.index_add_(0, region, prob_log.exp())
+def _region_mass(prob: Tensor, region: Tensor, n_regions: int) -> Tensor:
+    masses = torch.zeros(n_regions, dtype=prob.dtype, device=prob.device)
+    return masses.index_add_(0, region, prob)
 
 
 def _kl_terms(weight: Tensor, log_ratio: Tensor) -> Tensor:
