@@ -1,12 +1,29 @@
-# Two commands do all the set-up on a fresh machine (see README):
-#   make train   installs everything and trains the default model (VAE on Fashion-MNIST)
-#   make test    installs everything and runs the tests
+# Two commands do all the set-up on a fresh machine (README, "Set-up"):
+#   make train   installs the locked versions, then trains the default model (VAE on Fashion-MNIST)
+#   make test    installs the locked versions, then runs the default test suite
+# They install into the active virtual environment, else into .venv (made here); VENV=<dir> picks
+# another. `make train ARGS="trainer.max_epochs=1"` passes arguments to train.py.
+# requirements.lock holds the exact versions the suite last passed with; `make lock` re-resolves
+# the newest compatible ones and rewrites it, `make test-latest` tests them without touching it.
 PYTHON ?= python3
+VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
+PY := $(VENV)/bin/python
+LOCK := requirements.lock
+# what `make install` installs, and what the lock covers
+EXTRAS := dev
+LOCK_EXTRAS := dev,bench
+# the environment of `make test-latest` and `make lock`, made anew each time
+LATEST ?= .venv-latest
+ARGS ?=
 
-.PHONY: install data train test test-all lint bench
+.PHONY: install data train test test-slow test-all test-latest latest-env lock lint bench
 
-install: data
-	$(PYTHON) -m pip install -e ".[dev]"
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+install: data $(PY)
+	$(PY) -m pip install --quiet --constraint $(LOCK) --editable ".[$(EXTRAS)]"
+	$(PY) scripts/check_lock.py $(LOCK)
 
 # Debian ships Fashion-MNIST as a package; elsewhere set data.data_dir or data.download=true.
 data:
@@ -17,19 +34,35 @@ data:
 	else echo "no apt-get: put Fashion-MNIST's IDX files in data/ or pass data.download=true"; fi
 
 train: install
-	$(PYTHON) train.py
+	$(PY) train.py $(ARGS)
 
 test: install
-	$(PYTHON) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -m slow
 
 test-all: install
-	$(PYTHON) -m pytest
+	$(PY) -m pytest
+
+# a fresh environment with the newest versions pip resolves (no lock)
+latest-env: data
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --editable ".[$(LOCK_EXTRAS)]"
+
+test-latest: latest-env
+	$(LATEST)/bin/python scripts/check_lock.py --compare $(LOCK)
+	$(LATEST)/bin/python -m pytest -m "not slow"
+
+lock: latest-env
+	$(LATEST)/bin/python scripts/check_lock.py --write $(LOCK)
 
 lint:
-	ruff check .
+	$(PY) -m ruff check .
 
 bench:
-	$(PYTHON) scripts/bench_trainer.py
-	$(PYTHON) scripts/bench_data.py
-	$(PYTHON) scripts/bench_crf.py
-	$(PYTHON) scripts/bench_capsule.py
+	$(PY) scripts/bench_trainer.py
+	$(PY) scripts/bench_data.py
+	$(PY) scripts/bench_crf.py
+	$(PY) scripts/bench_capsule.py

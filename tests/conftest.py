@@ -90,4 +90,8 @@ def run_eval(ckpt_path: Path, log_dir: Path) -> dict[str, float]:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     out_dir = next((log_dir / "eval" / "runs").iterdir())
+    assert result.stdout.splitlines()[-2:] == [
+        f"run directory: {out_dir}",
+        f"open it in TensorBoard: tensorboard --logdir {out_dir}",
+    ]
     return json.loads((out_dir / "metrics.json").read_text())

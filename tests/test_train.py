@@ -121,6 +121,9 @@ def test_basic_multirun_gives_one_directory_per_job(tmp_path: Path) -> None:
     for job, dim in (("0", 2), ("1", 3)):
         assert f"model.latent.dim={dim}" in (sweep / job / ".hydra" / "overrides.yaml").read_text()
         assert math.isfinite(json.loads((sweep / job / "metrics.json").read_text())["test/nelbo"])
+        # each job ends by saying where it is and how to look at it
+        assert f"run directory: {sweep / job}\n" in result.stdout
+        assert f"open it in TensorBoard: tensorboard --logdir {sweep / job}\n" in result.stdout
 
 
 def test_overfit_preset_trains_on_the_same_few_batches(make_cfg) -> None:

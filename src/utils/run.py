@@ -72,7 +72,7 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     the whole sweep, then exit with the first failure; Optuna records the trial as failed.
     """
     try:
-        return task(cfg)
+        result = task(cfg)
     except Exception as err:
         if in_multirun():
             Path(HydraConfig.get().runtime.output_dir, "error.txt").write_text(
@@ -83,6 +83,19 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         raise
+    report_run_dir(cfg)
+    return result
+
+
+def report_run_dir(cfg: DictConfig) -> None:
+    """The run's directory, and the command that opens it in TensorBoard when it logs there."""
+    if not HydraConfig.initialized() or rank_zero_only.rank != 0:
+        return
+    out = HydraConfig.get().runtime.output_dir
+    print(f"run directory: {out}")
+    loggers = [n for n in (cfg.get("logger") or {}).values() if isinstance(n, DictConfig)]
+    if any(str(n.get("_target_", "")).endswith("TensorBoardLogger") for n in loggers):
+        print(f"open it in TensorBoard: tensorboard --logdir {out}")
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
