@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 
 from src.metrics.sample_quality import SampleQuality, load_features_for
+from src.utils.bounds import NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
 
 
@@ -25,9 +26,9 @@ class SampleQualityCallback(pl.Callback):
     def __init__(
         self,
         classifier_ckpt: str,
-        n_test: int = 10000,
-        n_val: int = 2000,
-        kid_subset_size: int = 1000,
+        n_test: NonNegativeInt = 10000,
+        n_val: NonNegativeInt = 2000,
+        kid_subset_size: PositiveInt = 1000,
         seed: int = 0,
     ) -> None:
         self.classifier_ckpt = classifier_ckpt

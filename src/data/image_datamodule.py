@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from src.data.batches import TensorBatches, batch_loader
 from src.data.idx import read_idx
+from src.utils.bounds import NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
 
 DATASETS = {
@@ -97,14 +98,14 @@ class ImageDataModule(LightningDataModule):
         self,
         name: str = "fashion_mnist",
         data_dir: str = "data/",
-        batch_size: int = 256,
-        eval_batch_size: int = 256,
-        val_size: int = 5000,
+        batch_size: PositiveInt = 256,
+        eval_batch_size: PositiveInt = 256,
+        val_size: NonNegativeInt = 5000,
         split_seed: int = 12345,
         binarize: bool = False,
         download: bool = False,
-        num_workers: int = 0,
-        stacked_pairs: int = 0,
+        num_workers: NonNegativeInt = 0,
+        stacked_pairs: NonNegativeInt = 0,
         pairs_seed: int = 0,
         pairs_train: bool = False,
     ) -> None:

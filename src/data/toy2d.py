@@ -38,6 +38,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from src.data.batches import TensorBatches, batch_loader
+from src.utils.bounds import PositiveFloat, PositiveInt
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -500,13 +501,13 @@ class Toy2dDataModule(LightningDataModule):
     def __init__(
         self,
         name: str = "8gaussians",
-        n_train: int = 100_000,
-        n_val: int = 10_000,
-        n_test: int = 10_000,
-        batch_size: int = 256,
+        n_train: PositiveInt = 100_000,
+        n_val: PositiveInt = 10_000,
+        n_test: PositiveInt = 10_000,
+        batch_size: PositiveInt = 256,
         seed: int = 0,
-        radius: float = 2.0,
-        std: float | None = None,
+        radius: PositiveFloat = 2.0,
+        std: PositiveFloat | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)

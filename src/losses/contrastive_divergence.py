@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from src.losses.gradient_penalty import WassersteinGP
+from src.utils.bounds import NonNegativeFloat
 
 
 class ContrastiveDivergence(nn.Module):
@@ -26,7 +27,7 @@ class ContrastiveDivergence(nn.Module):
 
     task = "ebm"
 
-    def __init__(self, alpha: float = 1.0) -> None:
+    def __init__(self, alpha: NonNegativeFloat = 1.0) -> None:
         super().__init__()
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
@@ -56,7 +57,7 @@ class MEGLoss(WassersteinGP):
     `ContrastiveDivergence`. The generator's loss is the inherited -mean D(G(z)) = mean E(G(z)).
     """
 
-    def __init__(self, lam: float = 0.1, alpha: float = 0.1) -> None:
+    def __init__(self, lam: NonNegativeFloat = 0.1, alpha: NonNegativeFloat = 0.1) -> None:
         super().__init__(penalty="two_sided", lam=lam)
         self.alpha = alpha
 

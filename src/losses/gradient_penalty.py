@@ -27,6 +27,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from src.utils.bounds import NonNegativeFloat
+
 Penalty = Literal["two_sided", "one_sided", "none"]
 PENALTIES = ("two_sided", "one_sided", "none")
 
@@ -72,7 +74,12 @@ class WassersteinGP(nn.Module):
 
     task = "adversarial"
 
-    def __init__(self, penalty: Penalty = "two_sided", lam: float = 10.0, clip: float = 0.01):
+    def __init__(
+        self,
+        penalty: Penalty = "two_sided",
+        lam: NonNegativeFloat = 10.0,
+        clip: NonNegativeFloat = 0.01,
+    ):
         super().__init__()
         if penalty not in PENALTIES:
             raise ValueError(f"loss.penalty={penalty!r}: choose one of {', '.join(PENALTIES)}")

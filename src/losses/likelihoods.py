@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import ContinuousBernoulli as _ContinuousBernoulli
 
+from src.utils.bounds import PositiveFloat
+
 
 class Likelihood(nn.Module):
     """Interface: `log_prob(out, x) -> (B,)` and `mean(out) -> image`."""
@@ -40,7 +42,7 @@ class Bernoulli(Likelihood):
 class Gaussian(Likelihood):
     """log p(x|z) = sum_i log N(x_i; m_i, sigma^2), m = sigmoid(o); sigma fixed or learned."""
 
-    def __init__(self, sigma: float = 0.1, learn_sigma: bool = False) -> None:
+    def __init__(self, sigma: PositiveFloat = 0.1, learn_sigma: bool = False) -> None:
         super().__init__()
         log_sigma = torch.tensor(math.log(sigma))
         if learn_sigma:

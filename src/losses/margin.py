@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.utils.bounds import NonNegativeFloat
+
 
 def margin_loss(
     scores: torch.Tensor,
@@ -33,10 +35,10 @@ class MarginLoss(nn.Module):
 
     def __init__(
         self,
-        m_plus: float = 0.9,
-        m_minus: float = 0.1,
-        lam: float = 0.5,
-        recon_weight: float = 0.0005,
+        m_plus: NonNegativeFloat = 0.9,
+        m_minus: NonNegativeFloat = 0.1,
+        lam: NonNegativeFloat = 0.5,
+        recon_weight: NonNegativeFloat = 0.0005,
     ) -> None:
         super().__init__()
         if not 0 <= m_minus < m_plus <= 1:

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
+from src.utils.bounds import PositiveInt
+
 
 def nce_loss(
     log_model_data: torch.Tensor,
@@ -49,7 +51,7 @@ class NCELoss(nn.Module):
 
     task = "density"
 
-    def __init__(self, noise_ratio: int = 1, init_log_z: float = 0.0) -> None:
+    def __init__(self, noise_ratio: PositiveInt = 1, init_log_z: float = 0.0) -> None:
         super().__init__()
         if noise_ratio < 1:
             raise ValueError(f"noise_ratio must be a positive integer, got {noise_ratio}")

@@ -22,6 +22,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from src.utils.bounds import PositiveInt
 from src.utils.errors import UserError
 
 SampleFn = Callable[[int, torch.Generator], torch.Tensor]
@@ -77,7 +78,10 @@ class SampleQuality(nn.Module):
     """FID and KID of generated images against a fixed set of real images."""
 
     def __init__(
-        self, features: ClassifierFeatures, kid_subset_size: int = 1000, kid_subsets: int = 100
+        self,
+        features: ClassifierFeatures,
+        kid_subset_size: PositiveInt = 1000,
+        kid_subsets: PositiveInt = 100,
     ) -> None:
         super().__init__()
         self.fid = FrechetInceptionDistance(feature=features, reset_real_features=False)

@@ -27,6 +27,7 @@ from src.metrics.spans import SpanF1, format_tagged
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.crf import CRF, allowed_transitions
 from src.models.components.tagging import SoftmaxHead
+from src.utils.bounds import NonNegativeInt, PositiveFloat
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure, log_text
 
@@ -45,12 +46,12 @@ class CRFTagger(BaseModule):
         scheduler: SchedulerFactory | None = None,
         head: Literal["crf", "softmax"] = "crf",
         start_end: bool = True,
-        crf_lr_multiplier: float = 100.0,
+        crf_lr_multiplier: PositiveFloat = 100.0,
         constrained: bool = True,
         vocab: list[str] | None = None,
         tags: list[str] | None = None,
         scheme: str | None = None,
-        n_examples: int = 8,
+        n_examples: NonNegativeInt = 8,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)

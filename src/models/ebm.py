@@ -27,6 +27,7 @@ from src.losses.contrastive_divergence import ContrastiveDivergence
 from src.metrics.toy2d import kl_decomposition, mode_regions
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.langevin import LangevinSampler, ReplayBuffer, uniform_noise
+from src.utils.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure, log_image_grid
 
@@ -72,12 +73,12 @@ class EBM(BaseModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         data_shape: Sequence[int] = (1, 28, 28),
-        buffer_size: int = 10_000,
-        reinit_prob: float = 0.05,
-        data_noise: float = 0.0,
-        sample_steps: int = 200,
-        grid_size: int = 200,
-        n_image_samples: int = 64,
+        buffer_size: PositiveInt = 10_000,
+        reinit_prob: Probability = 0.05,
+        data_noise: NonNegativeFloat = 0.0,
+        sample_steps: NonNegativeInt = 200,
+        grid_size: PositiveInt = 200,
+        n_image_samples: NonNegativeInt = 64,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)

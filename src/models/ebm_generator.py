@@ -48,6 +48,7 @@ from src.models.components.langevin import LangevinSampler
 from src.models.components.nets import mlp
 from src.models.ebm import energy_on_grid, grid_kl_terms
 from src.models.wgan_gp import FIXED_NOISE, WGANGP
+from src.utils.bounds import NonNegativeFloat, PositiveInt
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure
 
@@ -55,7 +56,9 @@ from src.utils.images import has_image_logger, log_figure
 class StatisticsNet(nn.Module):
     """T(z, x): an MLP on the code concatenated with the flattened sample."""
 
-    def __init__(self, latent_dim: int, data_shape: Sequence[int], hidden: Sequence[int]) -> None:
+    def __init__(
+        self, latent_dim: PositiveInt, data_shape: Sequence[int], hidden: Sequence[int]
+    ) -> None:
         super().__init__()
         size = latent_dim + int(torch.Size(data_shape).numel())
         self.net = mlp([size, *hidden, 1], activation=nn.SiLU)
@@ -85,10 +88,10 @@ class EBMGenerator(WGANGP):
     def __init__(
         self,
         statistics: nn.Module,
-        entropy_weight: float = 1.0,
+        entropy_weight: NonNegativeFloat = 1.0,
         refine: LangevinSampler | None = None,
         refine_code: LangevinSampler | None = None,
-        grid_size: int = 200,
+        grid_size: PositiveInt = 200,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.utils.bounds import NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure, log_image_grid
 
@@ -37,8 +38,8 @@ class MultiItemClassifier(BaseModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         decoder: nn.Module | None = None,
-        n_classes: int = 10,
-        n_image_examples: int = 16,
+        n_classes: PositiveInt = 10,
+        n_image_examples: NonNegativeInt = 16,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)

@@ -26,6 +26,7 @@ from torchmetrics.classification import MultilabelF1Score
 
 from src.losses.multilabel import multilabel_predict
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.utils.bounds import PositiveInt
 
 
 def multi_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -56,7 +57,7 @@ class MultilabelClassifier(BaseModule):
         loss: nn.Module,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        n_classes: int = 10,
+        n_classes: PositiveInt = 10,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)

@@ -25,6 +25,7 @@ from torch.distributions import MultivariateNormal
 from src.data.toy2d import Toy2dDistribution, grid_points, kl_on_grid
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.nets import mlp
+from src.utils.bounds import PositiveFloat, PositiveInt
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure
 
@@ -39,8 +40,8 @@ class NCEDensity(BaseModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         hidden: tuple[int, ...] = (128, 128),
-        noise_scale: float = 1.0,
-        grid_size: int = 200,
+        noise_scale: PositiveFloat = 1.0,
+        grid_size: PositiveInt = 200,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)

@@ -19,6 +19,7 @@ from torch import nn
 from src.losses.elbo import ELBO
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.latents import GaussianLatent
+from src.utils.bounds import NonNegativeInt
 from src.utils.images import has_image_logger, log_figure, log_image_grid
 
 NetFactory = Callable[..., nn.Module]
@@ -37,8 +38,8 @@ class VAE(BaseModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         image_shape: Sequence[int] = (1, 28, 28),
-        iwae_samples: int = 100,
-        n_image_samples: int = 64,
+        iwae_samples: NonNegativeInt = 100,
+        n_image_samples: NonNegativeInt = 64,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)

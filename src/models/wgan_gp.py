@@ -29,6 +29,7 @@ from src.losses.gradient_penalty import WassersteinGP, critic_gradient_norm, int
 from src.metrics.toy2d import mmd, mode_coverage
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.gan_nets import Generator
+from src.utils.bounds import NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure, log_image_grid
 
@@ -52,9 +53,9 @@ class WGANGP(BaseModule):
         critic_optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         critic_scheduler: SchedulerFactory | None = None,
-        n_critic: int = 5,
-        n_eval_samples: int = 10000,
-        n_image_samples: int = 64,
+        n_critic: PositiveInt = 5,
+        n_eval_samples: PositiveInt = 10000,
+        n_image_samples: NonNegativeInt = 64,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)

@@ -1,26 +1,58 @@
 """Config checks done before anything is built, so a bad override fails in one short line.
 
 `check_types` walks every node with a `_target_`, resolves the target and compares each value
-with the type hint of the matching constructor parameter. Hydra already rejects unknown keys
-(struct mode) and unknown group options (listing the available ones); this adds the types.
+with the type hint of the matching constructor parameter, and with its bounds when the hint is
+annotated (`src/utils/bounds.py`; torch's optimisers get theirs by parameter name). Hydra already
+rejects unknown keys (struct mode) and unknown group options (listing the available ones); this
+adds the types and ranges.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import types
 import typing
 from collections import abc
 from collections.abc import Callable
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
+from annotated_types import Ge, GroupedMetadata, Gt, Le, Lt
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src.utils.errors import UserError
+from src.utils.bounds import OPTIMIZER_BOUNDS
+from src.utils.errors import UserError, shown
 
 _SCALARS = {int: "an int", float: "a float", bool: "a bool", str: "a string"}
+
+
+def _bounds(hint: Any) -> list[Any]:
+    """The annotated-types bounds (Gt, Ge, Lt, Le) of an Annotated hint (or of the Annotated
+    members of a union, `PositiveInt | None`), groups expanded."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return [b for arg in typing.get_args(hint) for b in _bounds(arg)]
+    if typing.get_origin(hint) is not typing.Annotated:
+        return []
+    found: list[Any] = []
+    for meta in typing.get_args(hint)[1:]:
+        found += list(meta) if isinstance(meta, GroupedMetadata) else [meta]
+    return [m for m in found if isinstance(m, Gt | Ge | Lt | Le)]
+
+
+def _within(value: Any, bounds: list[Any]) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return True  # None where allowed, or a type error reported as such
+    checks = {Gt: lambda b: value > b.gt, Ge: lambda b: value >= b.ge}
+    checks |= {Lt: lambda b: value < b.lt, Le: lambda b: value <= b.le}
+    return all(checks[type(b)](b) for b in bounds)
+
+
+def _describe_bounds(bounds: list[Any]) -> str:
+    signs = {Gt: ("> ", "gt"), Ge: (">= ", "ge"), Lt: ("< ", "lt"), Le: ("<= ", "le")}
+    return " and ".join(f"{signs[type(b)][0]}{getattr(b, signs[type(b)][1])}" for b in bounds)
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -28,6 +60,8 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is Any or hint is inspect.Parameter.empty:
         return True
     origin = typing.get_origin(hint)
+    if origin is typing.Annotated:
+        return _matches(value, typing.get_args(hint)[0])
     if origin in (typing.Union, types.UnionType):
         return any(_matches(value, arg) for arg in typing.get_args(hint))
     if origin is typing.Literal:
@@ -54,6 +88,8 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Annotated:
+        return _describe(typing.get_args(hint)[0])
     if hint in _SCALARS:
         return _SCALARS[hint]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -70,7 +106,7 @@ def _hints(target: Callable[..., Any]) -> tuple[dict[str, Any], bool]:
     """Type hint per constructor parameter, and whether it takes arbitrary **kwargs."""
     fn = target.__init__ if inspect.isclass(target) else target
     try:
-        hints = typing.get_type_hints(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)
     except Exception:  # unresolvable annotations (third-party code): do not check
         hints = {}
     params = inspect.signature(target).parameters
@@ -116,8 +152,17 @@ def check_types(cfg: DictConfig | ListConfig, path: str = "") -> None:
         if not _matches(value, hints[key]):
             expected = _describe(hints[key])
             raise UserError(
-                f"{full}={value!r} has the wrong type: {target_name} expects "
+                f"{full}={shown(value)} has the wrong type: {target_name} expects "
                 f"{expected} there. Fix the override: {full}=<{expected}>."
+            )
+        bounds = _bounds(hints[key])
+        if str(target_name).startswith("torch.optim.") and key in OPTIMIZER_BOUNDS:
+            bounds.append(OPTIMIZER_BOUNDS[key])
+        if not _within(value, bounds):
+            raise UserError(
+                f"{full}={shown(value)} is out of range: {target_name} needs a value "
+                f"{_describe_bounds(bounds)} there. Fix the override: {full}=<a value "
+                f"{_describe_bounds(bounds)}>."
             )
 
 
@@ -126,3 +171,31 @@ def check_groups(cfg: DictConfig, groups: tuple[str, ...]) -> None:
     for group in groups:
         if cfg.get(group):
             check_types(cfg[group], group)
+
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def top_level_keys(config_name: str) -> set[str]:
+    """The top-level keys a composed `config_name` may have: its own keys and its groups."""
+    own = OmegaConf.load(CONF / f"{config_name}.yaml")
+    groups = {"hydra"}
+    for entry in own.get("defaults", []):
+        if isinstance(entry, DictConfig):
+            groups |= {str(k).removeprefix("override ").lstrip("/").split("/")[0] for k in entry}
+    return (set(own) - {"defaults"}) | groups
+
+
+def check_top_level(cfg: DictConfig, config_name: str) -> None:
+    """UserError for a top-level key no config group or `conf/<config_name>.yaml` defines: a
+    misspelling in an experiment file or a config of the user's (`trainr:`) would be kept and
+    silently ignored."""
+    known = top_level_keys(config_name)
+    for key in cfg:
+        if str(key) not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UserError(
+                f"{key!r} is not a top-level key of the {config_name} config (set by an "
+                f"experiment file or a config of yours): {hint}Known: {', '.join(sorted(known))}."
+            )

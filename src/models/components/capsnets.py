@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from src.models.components.capsule import PrimaryCapsules, Routing
+from src.utils.bounds import PositiveFloat, PositiveInt
 
 
 def small_backbone(in_channels: int = 1, width: int = 64) -> nn.Sequential:
@@ -42,13 +43,13 @@ def small_backbone(in_channels: int = 1, width: int = 64) -> nn.Sequential:
 class SmallCapsNet(nn.Module):
     def __init__(
         self,
-        in_channels: int = 1,
-        n_classes: int = 10,
-        width: int = 64,
-        capsule_dim: int = 16,
-        iterations: int = 3,
+        in_channels: PositiveInt = 1,
+        n_classes: PositiveInt = 10,
+        width: PositiveInt = 64,
+        capsule_dim: PositiveInt = 16,
+        iterations: PositiveInt = 3,
         revised: bool = False,
-        squash_constant: float = 1.0,
+        squash_constant: PositiveFloat = 1.0,
         detach_iterations: bool = False,
     ) -> None:
         super().__init__()
@@ -77,14 +78,14 @@ class SabourCapsNet(nn.Module):
     def __init__(
         self,
         image_shape: tuple[int, int, int] = (1, 28, 28),
-        n_classes: int = 10,
-        conv_channels: int = 256,
-        n_maps: int = 32,
-        primary_dim: int = 8,
-        capsule_dim: int = 16,
-        iterations: int = 3,
+        n_classes: PositiveInt = 10,
+        conv_channels: PositiveInt = 256,
+        n_maps: PositiveInt = 32,
+        primary_dim: PositiveInt = 8,
+        capsule_dim: PositiveInt = 16,
+        iterations: PositiveInt = 3,
         revised: bool = False,
-        squash_constant: float = 1.0,
+        squash_constant: PositiveFloat = 1.0,
         detach_iterations: bool = False,
     ) -> None:
         super().__init__()
@@ -112,7 +113,9 @@ class SabourCapsNet(nn.Module):
 class CNNLogits(nn.Module):
     """The small backbone, global average pooling, a linear layer: class logits (B, classes)."""
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 10, width: int = 64) -> None:
+    def __init__(
+        self, in_channels: PositiveInt = 1, n_classes: PositiveInt = 10, width: PositiveInt = 64
+    ) -> None:
         super().__init__()
         self.backbone = small_backbone(in_channels, width)
         self.head = nn.Linear(2 * width, n_classes)
@@ -130,7 +133,10 @@ class ReconstructionDecoder(nn.Module):
     """Sabour's decoder: the class capsules, all but one masked to zero -> 512 -> 1024 -> pixels."""
 
     def __init__(
-        self, n_classes: int, capsule_dim: int, image_shape: tuple[int, int, int] = (1, 28, 28)
+        self,
+        n_classes: PositiveInt,
+        capsule_dim: PositiveInt,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
     ) -> None:
         super().__init__()
         self.image_shape = tuple(image_shape)

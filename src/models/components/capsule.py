@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.utils.bounds import PositiveFloat, PositiveInt
+
 
 def squash(
     s: torch.Tensor, dim: int = -1, constant: float = 1.0, eps: float = 1e-8
@@ -42,12 +44,12 @@ class PrimaryCapsules(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
-        capsule_dim: int = 8,
-        n_maps: int = 32,
-        kernel_size: int | None = 9,
-        stride: int = 2,
-        squash_constant: float = 1.0,
+        in_channels: PositiveInt,
+        capsule_dim: PositiveInt = 8,
+        n_maps: PositiveInt = 32,
+        kernel_size: PositiveInt | None = 9,
+        stride: PositiveInt = 2,
+        squash_constant: PositiveFloat = 1.0,
     ) -> None:
         super().__init__()
         self.conv = (
@@ -81,14 +83,14 @@ class Routing(nn.Module):
 
     def __init__(
         self,
-        in_dim: int,
-        out_caps: int,
-        out_dim: int,
-        iterations: int = 3,
+        in_dim: PositiveInt,
+        out_caps: PositiveInt,
+        out_dim: PositiveInt,
+        iterations: PositiveInt = 3,
         shared_weights: bool = True,
-        in_caps: int | None = None,
+        in_caps: PositiveInt | None = None,
         revised: bool = False,
-        squash_constant: float = 1.0,
+        squash_constant: PositiveFloat = 1.0,
         detach_iterations: bool = False,
     ) -> None:
         super().__init__()

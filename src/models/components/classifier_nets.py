@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.utils.bounds import PositiveInt, Probability
+
 
 def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     return [
@@ -25,12 +27,12 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
 class ConvClassifierNet(nn.Module):
     def __init__(
         self,
-        in_channels: int = 1,
-        n_classes: int = 10,
-        width: int = 32,
-        feature_dim: int = 128,
-        dropout: float = 0.3,
-        image_size: int = 28,
+        in_channels: PositiveInt = 1,
+        n_classes: PositiveInt = 10,
+        width: PositiveInt = 32,
+        feature_dim: PositiveInt = 128,
+        dropout: Probability = 0.3,
+        image_size: PositiveInt = 28,
     ) -> None:
         super().__init__()
         self.feature_dim = feature_dim

@@ -29,6 +29,9 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from src.utils.bounds import PositiveFloat, PositiveInt
+from src.utils.errors import shown
+
 Reduction = Literal["mean", "sum", "token_mean", "none"]
 
 
@@ -66,7 +69,7 @@ def allowed_transitions(tags: list[str], scheme: str) -> TransitionMask:
     parsed = [(tag.partition("-")[0], tag.partition("-")[2]) for tag in tags]
     for tag, (prefix, _) in zip(tags, parsed, strict=True):
         if prefix not in set(scheme) | {"O"} or (prefix == "O" and scheme == "BMES"):
-            raise ValueError(f"tag {tag!r} does not belong to the {scheme} scheme")
+            raise ValueError(f"tag {shown(tag)} does not belong to the {scheme} scheme")
     closed = {"BIO": {"O", "B", "I"}, "BIOES": {"O", "E", "S"}, "BMES": {"E", "S"}}[scheme]
     opens = {"B", inside}
 
@@ -211,7 +214,9 @@ class CRF(nn.Module):
     models that use it (the author needed about 100x the encoder's rate for the transitions).
     """
 
-    def __init__(self, num_tags: int, start_end: bool = True, lr_multiplier: float = 1.0) -> None:
+    def __init__(
+        self, num_tags: PositiveInt, start_end: bool = True, lr_multiplier: PositiveFloat = 1.0
+    ) -> None:
         super().__init__()
         if num_tags < 1:
             raise ValueError(f"num_tags must be positive, got {num_tags}")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from src.models.components.nets import mlp
+from src.utils.bounds import PositiveInt
 from src.utils.errors import UserError
 
 Code = Literal["uniform", "normal"]
@@ -67,7 +68,7 @@ class MLPGenerator(Generator):
     def __init__(
         self,
         out_shape: Sequence[int],
-        latent_dim: int = 10,
+        latent_dim: PositiveInt = 10,
         hidden: Sequence[int] = (128, 256),
         code: Code = "uniform",
         out_activation: OutActivation = "sigmoid",
@@ -111,8 +112,8 @@ class DCGANGenerator(Generator):
     def __init__(
         self,
         image_shape: Sequence[int] = (1, 28, 28),
-        latent_dim: int = 64,
-        width: int = 64,
+        latent_dim: PositiveInt = 64,
+        width: PositiveInt = 64,
         code: Code = "normal",
     ) -> None:
         super().__init__(latent_dim, code)
@@ -139,7 +140,10 @@ class DCGANCritic(nn.Module):
     """(C, 28, 28) -> conv (w, 14, 14) -> conv (2w, 7, 7) -> dense 1, LeakyReLU, no BatchNorm."""
 
     def __init__(
-        self, image_shape: Sequence[int] = (1, 28, 28), width: int = 64, norm: Norm = "layer"
+        self,
+        image_shape: Sequence[int] = (1, 28, 28),
+        width: PositiveInt = 64,
+        norm: Norm = "layer",
     ) -> None:
         super().__init__()
         _check_critic_norm(norm)

@@ -21,6 +21,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from src.utils.bounds import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+)
 from src.utils.errors import UserError
 
 Energy = Callable[[torch.Tensor], torch.Tensor]
@@ -53,10 +60,10 @@ class LangevinSampler(nn.Module):
 
     def __init__(
         self,
-        steps: int = 60,
-        step_size: float = 10.0,
-        noise: float | None = 0.005,
-        grad_clamp: float | None = 0.03,
+        steps: NonNegativeInt = 60,
+        step_size: PositiveFloat = 10.0,
+        noise: NonNegativeFloat | None = 0.005,
+        grad_clamp: PositiveFloat | None = 0.03,
         data_range: Sequence[float] | None = (0.0, 1.0),
     ) -> None:
         super().__init__()
@@ -108,10 +115,10 @@ class ReplayBuffer(nn.Module):
 
     def __init__(
         self,
-        size: int,
+        size: PositiveInt,
         shape: Sequence[int],
         data_range: Sequence[float],
-        reinit_prob: float = 0.05,
+        reinit_prob: Probability = 0.05,
     ) -> None:
         super().__init__()
         if size < 1 or not 0 <= reinit_prob <= 1:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.losses.kl import kl_categorical_uniform, kl_monte_carlo, kl_normal_standard
+from src.utils.bounds import PositiveFloat, PositiveInt, Probability
 
 KLEstimator = Literal["closed_form", "monte_carlo"]
 LOG_2PI = math.log(2 * math.pi)
@@ -33,7 +34,7 @@ def _normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) ->
 
 
 class GaussianLatent(nn.Module):
-    def __init__(self, dim: int = 32) -> None:
+    def __init__(self, dim: PositiveInt = 32) -> None:
         super().__init__()
         self.dim = dim
         self.param_dim = 2 * dim
@@ -72,11 +73,11 @@ class GaussianLatent(nn.Module):
 class GumbelSoftmaxLatent(nn.Module):
     def __init__(
         self,
-        n_vars: int = 32,
-        n_classes: int = 10,
-        tau0: float = 1.0,
-        tau_decay: float = 0.999,
-        tau_min: float = 0.1,
+        n_vars: PositiveInt = 32,
+        n_classes: PositiveInt = 10,
+        tau0: PositiveFloat = 1.0,
+        tau_decay: Probability = 0.999,
+        tau_min: PositiveFloat = 0.1,
         hard: bool = False,
     ) -> None:
         super().__init__()

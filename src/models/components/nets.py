@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from src.utils.bounds import PositiveInt
+
 
 def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """Linear layers of the given widths with `activation` between them (none after the last)."""
@@ -26,7 +28,9 @@ def mlp(sizes: Sequence[int], activation: type[nn.Module] = nn.ReLU) -> nn.Seque
 
 
 class MLPEncoder(nn.Module):
-    def __init__(self, image_shape: Sequence[int], out_dim: int, hidden: Sequence[int] = (256,)):
+    def __init__(
+        self, image_shape: Sequence[int], out_dim: PositiveInt, hidden: Sequence[int] = (256,)
+    ):
         super().__init__()
         self.net = nn.Sequential(nn.Flatten(), mlp([math.prod(image_shape), *hidden, out_dim]))
 
@@ -35,7 +39,9 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    def __init__(self, image_shape: Sequence[int], in_dim: int, hidden: Sequence[int] = (256,)):
+    def __init__(
+        self, image_shape: Sequence[int], in_dim: PositiveInt, hidden: Sequence[int] = (256,)
+    ):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.net = mlp([in_dim, *hidden, math.prod(image_shape)])
@@ -50,9 +56,9 @@ class ConvEncoder(nn.Module):
     def __init__(
         self,
         image_shape: Sequence[int],
-        out_dim: int,
+        out_dim: PositiveInt,
         channels: Sequence[int] = (32, 64),
-        hidden: int = 256,
+        hidden: PositiveInt = 256,
     ):
         super().__init__()
         c, h, w = image_shape
@@ -78,9 +84,9 @@ class ConvDecoder(nn.Module):
     def __init__(
         self,
         image_shape: Sequence[int],
-        in_dim: int,
+        in_dim: PositiveInt,
         channels: Sequence[int] = (64, 32),
-        hidden: int = 256,
+        hidden: PositiveInt = 256,
     ):
         super().__init__()
         c, h, w = image_shape

@@ -17,17 +17,18 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from src.models.components.crf import Reduction, reduce_nll
+from src.utils.bounds import PositiveInt, Probability
 
 
 class CharCNN(nn.Module):
     def __init__(
         self,
-        vocab_size: int,
-        embed_dim: int = 128,
-        channels: int = 128,
-        kernel_size: int = 3,
-        layers: int = 3,
-        dropout: float = 0.1,
+        vocab_size: PositiveInt,
+        embed_dim: PositiveInt = 128,
+        channels: PositiveInt = 128,
+        kernel_size: PositiveInt = 3,
+        layers: PositiveInt = 3,
+        dropout: Probability = 0.1,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
@@ -51,11 +52,11 @@ class CharCNN(nn.Module):
 class BiLSTM(nn.Module):
     def __init__(
         self,
-        vocab_size: int,
-        embed_dim: int = 128,
-        hidden: int = 128,
-        layers: int = 1,
-        dropout: float = 0.1,
+        vocab_size: PositiveInt,
+        embed_dim: PositiveInt = 128,
+        hidden: PositiveInt = 128,
+        layers: PositiveInt = 1,
+        dropout: Probability = 0.1,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
@@ -82,7 +83,7 @@ class BiLSTM(nn.Module):
 class SoftmaxHead(nn.Module):
     """Independent tags: P(y | x) = prod_t softmax(h_t)(y_t); decoding is a per-token argmax."""
 
-    def __init__(self, num_tags: int) -> None:
+    def __init__(self, num_tags: PositiveInt) -> None:
         super().__init__()
         self.num_tags = num_tags
 
