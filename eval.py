@@ -1,6 +1,7 @@
 """python eval.py ckpt_path=<run_dir>/checkpoints/last.ckpt  (see conf/eval.yaml)"""
 
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -18,4 +19,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from src.utils.startup import prepare
+
+    sys.argv = prepare(sys.argv, "eval")
     main()

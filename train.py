@@ -11,9 +11,6 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
-# also registers the resolvers of conf/train.yaml's run_dir and config_subdir
-from src.utils.checkpoint import resume_argv
-
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
@@ -25,5 +22,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    sys.argv = resume_argv(sys.argv)
+    from src.utils.startup import prepare
+
+    sys.argv = prepare(sys.argv, "train")
     main()

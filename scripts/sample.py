@@ -40,6 +40,10 @@ def main(argv: list[str]) -> None:
         args = parse_key_values(argv, DEFAULTS, "sample.py")
         if not isinstance(args.n, int) or args.n < 1:
             raise UserError(f"n={args.n!r} must be a positive integer.")
+        if Path(args.out).is_dir():
+            raise UserError(
+                f"out={args.out} is a folder: give a file name, e.g. out={args.out}/samples.png"
+            )
         ckpt = read_checkpoint(args.ckpt_path)
         model = load_model(args.ckpt_path, run_config(args.ckpt_path, ckpt), ckpt)
         if not hasattr(model, "sample"):

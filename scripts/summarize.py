@@ -1,11 +1,13 @@
 """python scripts/summarize.py <multirun_dir> [--metrics val/nelbo test/nelbo ...]
 
-One row per run of a sweep (`python train.py -m ...`, Optuna searches included): the overrides
-that made it, its status (ok, failed: error.txt, or unfinished) and its final metrics
-(metrics.json); then one row per setting with the mean and standard deviation over its seeds (the
-runs whose overrides differ only in `seed`). Written to the multirun directory as summary.md,
-summary.csv (runs) and summary_seeds.csv (settings), and as TensorBoard HPARAMS entries, one per
-setting with `mean/<metric>` and `std/<metric>`, under <multirun_dir>/summary_tensorboard:
+One row per job of a sweep (`python train.py -m ...`, Optuna searches included): the overrides
+that made it, its status (ok; failed, diverged or interrupted, from status.json or error.txt;
+unfinished: started, never ended; not started: planned by the sweep, no folder) and its final
+metrics (metrics.json); then one row per setting with the mean and standard deviation over its
+seeds (the runs whose overrides differ only in `seed`). Written to the multirun directory as
+summary.md, summary.csv (runs) and summary_seeds.csv (settings), and as TensorBoard HPARAMS
+entries, one per setting with `mean/<metric>` and `std/<metric>`, under
+<multirun_dir>/summary_tensorboard:
 
     tensorboard --logdir <multirun_dir>/summary_tensorboard   # the settings, over seeds
     tensorboard --logdir <multirun_dir>                       # every run's own HPARAMS entry
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import json
 import math
 import statistics
@@ -22,18 +25,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from src.utils.status import read_status  # noqa: E402
+from src.utils.sweep import planned_jobs  # noqa: E402
 
 GROUP_OUT = "seed"  # settings are compared over this override
+
+
+def _job_order(name: str) -> tuple[bool, int, str]:
+    return (not name.isdigit(), int(name) if name.isdigit() else 0, name)
 
 
 def find_runs(multirun_dir: Path) -> list[Path]:
     """The job directories of a sweep, in job order."""
     jobs = [p for p in multirun_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
-    return sorted(
-        jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
-    )
+    return sorted(jobs, key=lambda p: _job_order(p.name))
 
 
 def _text(value: Any) -> str:
@@ -41,21 +52,38 @@ def _text(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) or value is None else str(value)
 
 
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return {o.key_or_group: _text(o.value()) for o in parsed}
+
+
+STATES = {"finished": "ok", "running": "unfinished"}  # status.json's words, as listed here
+
+
 def read_run(job: Path) -> dict[str, Any]:
-    parsed = OverridesParser.create().parse_overrides(
-        [str(o) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml")]
-    )
-    overrides = {o.key_or_group: _text(o.value()) for o in parsed}
+    overrides = parse_overrides([str(o) for o in OmegaConf.load(job / ".hydra" / "overrides.yaml")])
     metrics_file = job / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    status = (
-        "ok"
-        if metrics_file.is_file()
-        else "failed"
-        if (job / "error.txt").is_file()
-        else "unfinished"
-    )
-    return {"job": job.name, "overrides": overrides, "status": status, "metrics": metrics}
+    status = read_status(job).get("status")
+    if status is None:
+        status = "failed" if (job / "error.txt").is_file() else "unfinished"
+    return {
+        "job": job.name,
+        "overrides": overrides,
+        "status": STATES.get(status, status),
+        "metrics": metrics,
+    }
+
+
+def not_started(multirun_dir: Path, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The jobs the sweep planned (multirun.yaml) that have no folder: they never started."""
+    planned = planned_jobs(multirun_dir) or []
+    present = {r["job"] for r in runs}
+    return [
+        {"job": str(i), "overrides": parse_overrides(job), "status": "not started", "metrics": {}}
+        for i, job in enumerate(planned)
+        if str(i) not in present
+    ]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -136,12 +164,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.multirun_dir} is not a directory", file=sys.stderr)
         return 2
     runs = [read_run(job) for job in find_runs(args.multirun_dir)]
+    runs = sorted(runs + not_started(args.multirun_dir, runs), key=lambda r: _job_order(r["job"]))
     if not runs:
         print(
             f"error: no runs (job directories with .hydra/) in {args.multirun_dir}", file=sys.stderr
         )
         return 2
-    metric_names = args.metrics or sorted({m for r in runs for m in r["metrics"]})
+    logged = sorted({m for r in runs for m in r["metrics"]})
+    unknown = [m for m in args.metrics or [] if m not in logged]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], logged, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        print(
+            f"error: no run logged {unknown[0]}{hint}; the runs have: {', '.join(logged)}",
+            file=sys.stderr,
+        )
+        return 2
+    metric_names = args.metrics or logged
     rows, groups = summarize(runs, metric_names)
     common = [f"{k}={v}" for k, v in runs[0]["overrides"].items() if k not in rows[0]]
     text = (

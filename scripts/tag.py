@@ -56,7 +56,13 @@ def main(argv: list[str]) -> None:
             path = Path(args["file"])
             if not path.is_file():
                 raise UserError(f"--file {path} does not exist.")
-            text = path.read_text(encoding="utf-8")
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(
+                    f"--file {path} is not UTF-8 text (byte {err.start}: {err.reason}); convert "
+                    "it, e.g. iconv -f GB18030 -t UTF-8."
+                ) from None
         else:
             text = str(args["text"])
         ckpt = read_checkpoint(args["ckpt_path"])

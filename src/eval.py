@@ -10,10 +10,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.train import output_dir
 from src.utils.checkpoint import load_model, read_checkpoint, run_config
-from src.utils.config import check_groups
+from src.utils.config import check_groups, check_top_level
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate, instantiate_loggers
 from src.utils.run import apply_extras, save_metrics, scalar_metrics
+from src.utils.status import write_status
 
 log = logging.getLogger(__name__)
 STAGES = ("validate", "test")
@@ -21,6 +22,7 @@ STAGES = ("validate", "test")
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     out = output_dir()
+    check_top_level(cfg, "eval")
     check_groups(cfg, ("trainer", "logger"))
     apply_extras(cfg, out)
     unknown = set(cfg.stages) - set(STAGES)
@@ -46,4 +48,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         getattr(trainer, stage)(model, datamodule=datamodule)
         metrics.update(scalar_metrics(trainer.callback_metrics))
     save_metrics(metrics, out)
+    if out:
+        write_status(out, "finished", checkpoint=str(cfg.ckpt_path))
     return metrics

@@ -3,6 +3,7 @@ an interrupted run in its own directory."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -19,11 +20,15 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from src.utils.checkpoint import ResumableTraining, read_checkpoint, resumed_run
-from src.utils.config import check_groups
+from src.callbacks.divergence_guard import DivergenceGuard
+from src.callbacks.run_status import RunStatus
+from src.utils.checkpoint import AtomicCheckpointIO, ResumableTraining, read_checkpoint
+from src.utils.config import check_groups, check_top_level
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate, instantiate_callbacks, instantiate_loggers
+from src.utils.resume import resumed_run
 from src.utils.run import apply_extras, log_final_hparams, save_metrics, scalar_metrics
+from src.utils.status import write_status
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,8 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:
-    """`ckpt_path`, or `resume`'s last.ckpt; checked, so a typo fails in one line."""
+    """`ckpt_path`, or `resume`'s last.ckpt. `train.py` has checked them before Hydra started
+    (`src.utils.resume.resume_argv`); an in-process call gets the same one-line errors here."""
     resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
     if resume and resumed_run(resume, None) is None:
         raise UserError(
@@ -70,13 +76,6 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
         )
     if resume and not ckpt_path:
         ckpt_path = str(Path(resume) / "checkpoints" / "last.ckpt")
-        if not Path(ckpt_path).is_file():
-            raise UserError(
-                f"resume={resume} has no checkpoints/last.ckpt: pass "
-                "ckpt_path=<one of its checkpoints> instead."
-            )
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise UserError(f"ckpt_path={ckpt_path} does not exist: point it at a .ckpt file.")
     if ckpt_path and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         raise UserError("resume or ckpt_path in a multirun: resume one run at a time, without -m.")
     return ckpt_path
@@ -93,14 +92,38 @@ def checkpoint_to_test(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
     return checkpoint.best_model_path or None
 
 
-def continue_tensorboard(cfg: DictConfig, ckpt_path: str) -> None:
+def continue_tensorboard(cfg: DictConfig, step: int) -> None:
     """A resumed run writes into the same TensorBoard run; the events the interrupted run wrote
     after its checkpoint's step are hidden (SummaryWriter's purge_step), not shown twice."""
-    step = int(read_checkpoint(ckpt_path).get("global_step", 0))
     for node in (cfg.get("logger") or {}).values():
         if str(node.get("_target_", "")).endswith("TensorBoardLogger"):
             with open_dict(node):
                 node.purge_step = step
+
+
+def run_callbacks(cfg: DictConfig, out: str | None, model_kwargs: dict) -> list[pl.Callback]:
+    """The configured callbacks, then those every run has: the config in each checkpoint, exact
+    mid-epoch resume, a divergence guard (unbounded, so it stops on NaN or inf only, unless the
+    config sets one) and the status file with the clean stop on SIGTERM or SIGUSR1."""
+    callbacks = [
+        *instantiate_callbacks(cfg.get("callbacks")),
+        ConfigInCheckpoint(cfg, model_kwargs),
+        ResumableTraining(),
+    ]
+    if not any(isinstance(c, DivergenceGuard) for c in callbacks):
+        callbacks.append(DivergenceGuard())
+    if out:
+        callbacks.append(RunStatus(out))
+    return callbacks
+
+
+def previous_metrics(out: str | None) -> dict[str, float]:
+    """The metrics a resumed run had already written: kept where the resumed part adds none."""
+    path = Path(out, "metrics.json") if out else None
+    if path is None or not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    return {k: v for k, v in saved.items() if isinstance(v, int | float)}
 
 
 def point_ddp_processes_at_this_job() -> None:
@@ -137,31 +160,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def fit_and_test(cfg: DictConfig) -> dict[str, float]:
     out = output_dir()
+    check_top_level(cfg, "train")
     check_groups(cfg, ("data", "loss", "model", "trainer", "callbacks", "logger"))
     if cfg.get("test_ckpt", "best") not in ("best", "last"):
         raise UserError(f"test_ckpt={cfg.test_ckpt!r}: choose 'best' (by monitor) or 'last'.")
     apply_extras(cfg, out)
     ckpt_path = checkpoint_to_resume(cfg)
-    if ckpt_path and resumed_run(cfg.get("resume"), ckpt_path):
-        log.info(f"resuming {ckpt_path} in {out}")
-        continue_tensorboard(cfg, ckpt_path)
+    resumed = bool(ckpt_path and resumed_run(cfg.get("resume"), ckpt_path))
+    if ckpt_path:
+        step = int(read_checkpoint(ckpt_path).get("global_step", 0))
+        if resumed:
+            log.info(f"resuming {ckpt_path} in {out}")
+            continue_tensorboard(cfg, step)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
-    checkpoint_extras = ConfigInCheckpoint(cfg, data_model_kwargs(datamodule))
-    callbacks = [
-        *instantiate_callbacks(cfg.get("callbacks")),
-        checkpoint_extras,
-        ResumableTraining(),
-    ]
+    callbacks = run_callbacks(cfg, out, data_model_kwargs(datamodule))
     loggers = instantiate_loggers(cfg.get("logger"))
     point_ddp_processes_at_this_job()
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        _convert_="all",
     )
+    metrics = previous_metrics(out) if resumed else {}
     if cfg.get("train"):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = scalar_metrics(trainer.callback_metrics)
+    metrics.update(scalar_metrics(trainer.callback_metrics))
     if cfg.get("test"):
         tested = checkpoint_to_test(cfg, trainer)
         trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
@@ -169,4 +196,6 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         save_metrics(metrics, out)
         log_final_hparams(trainer.loggers, cfg, metrics)
+        if out:
+            write_status(out, "finished", step=trainer.global_step)
     return metrics

@@ -13,7 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.utils.checkpoint import resume_argv
+from src.utils.resume import resume_argv
 from tests.conftest import run_script, write_fake_mnist
 
 # 500 training images in batches of 50: 10 steps an epoch; last.ckpt every 4 steps
@@ -45,7 +45,7 @@ class KillAt(pl.Callback):
 
 def _train(log_dir: Path, *extra: str) -> Path:
     result = run_script("train.py", *RUN, f"paths.log_dir={log_dir}", *extra)
-    assert result.returncode in (0, -signal.SIGKILL), result.stderr[-2000:]
+    assert result.returncode in (0, -signal.SIGKILL, 128 + signal.SIGTERM), result.stderr[-2000:]
     (run,) = (log_dir / "train" / "runs").iterdir()
     return run
 
@@ -70,9 +70,32 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "step": torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["global_step"],
         "config": (killed / ".hydra" / "config.yaml").read_text(),
     }
-    result = run_script("train.py", f"resume={killed}")
+    # the saved overrides may not build a class from outside the project: given again, it is ours
+    result = run_script(
+        "train.py", f"resume={killed}", "+callbacks.kill._target_=tests.test_resume.KillAt"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    return {"whole": whole, "resumed": killed, "root": root, "interrupted": interrupted}
+    # SIGTERM instead of SIGKILL: last.ckpt is saved at the very step, the status says so
+    terminated = _train(
+        root / "terminated",
+        f"data.data_dir={data}",
+        "+callbacks.stop._target_=tests.test_faults.SignalAt",
+        f"+callbacks.stop.step={KILL_STEP}",
+        f"+callbacks.stop.signum={int(signal.SIGTERM)}",
+    )
+    stopped = json.loads((terminated / "status.json").read_text())
+    result = run_script(
+        "train.py", f"resume={terminated}", "+callbacks.stop._target_=tests.test_faults.SignalAt"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {
+        "whole": whole,
+        "resumed": killed,
+        "root": root,
+        "interrupted": interrupted,
+        "terminated": terminated,
+        "stopped": stopped,
+    }
 
 
 @pytest.mark.slow
@@ -91,6 +114,22 @@ def test_resumed_run_ends_as_the_uninterrupted_one(runs: dict) -> None:
     assert metrics[0].keys() == metrics[1].keys() and "train/nelbo" in metrics[0]
     for key, value in metrics[0].items():
         assert metrics[1][key] == pytest.approx(value, rel=1e-6), key
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_sigterm_resumes_to_the_same_end(runs: dict) -> None:
+    stopped = runs["stopped"]
+    assert (stopped["status"], stopped["step"], stopped["checkpoint_step"]) == (
+        "interrupted",
+        KILL_STEP,
+        KILL_STEP,
+    )
+    whole, resumed = _weights(runs["whole"]), _weights(runs["terminated"])
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=0, atol=0, msg=name)
+    metrics = [json.loads((runs[k] / "metrics.json").read_text()) for k in ("whole", "terminated")]
+    assert metrics[0] == pytest.approx(metrics[1], rel=1e-6)
+    assert json.loads((runs["terminated"] / "status.json").read_text())["status"] == "finished"
 
 
 @pytest.mark.slow
@@ -125,6 +164,9 @@ def test_resume_argv_puts_the_runs_overrides_first(tmp_path: Path) -> None:
     (run / ".hydra" / "overrides.yaml").write_text(
         "- experiment=vae_fmnist\n- trainer.max_epochs=3\n"
     )
+    (run / "checkpoints").mkdir()
+    for path in (run / "checkpoints" / "last.ckpt", tmp_path / "x.ckpt"):
+        torch.save({"state_dict": {}, "global_step": 7}, path)
     ckpt = f"ckpt_path={run}/checkpoints/last.ckpt"
     assert resume_argv(["train.py", ckpt, "trainer.max_epochs=5"]) == [
         "train.py",
@@ -136,7 +178,7 @@ def test_resume_argv_puts_the_runs_overrides_first(tmp_path: Path) -> None:
         "experiment=vae_fmnist",
         "trainer.max_epochs=3",
     ]
-    # a checkpoint outside of a run directory, or a multirun, is left as it is
+    # a checkpoint outside of a run directory starts a new run: the command line is left as it is
     assert resume_argv(["train.py", f"ckpt_path={tmp_path}/x.ckpt"]) == [
         "train.py",
         f"ckpt_path={tmp_path}/x.ckpt",

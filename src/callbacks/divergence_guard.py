@@ -1,10 +1,15 @@
-"""Stop a run whose energies or gradients blow up, before the bad step is taken.
+"""Stop a run whose loss, energies or gradients blow up, before the bad step is taken.
 
-Energy models and critics can diverge in a few steps (the energies run off to +-inf, Langevin
-samples saturate). Before every optimiser step this callback checks the model's latest energies
-(`pl_module.last_energies`, a dict of tensors, when it has one) and the gradient norm of its
-parameters: a non-finite value or one beyond the configured bound raises `DivergenceError`. The
-step is not taken and nothing is saved after it, so the run's checkpoints are the last good ones.
+Every training run has this guard (`src/train.py` adds one with no bounds when the config has
+none): a non-finite training loss (checked before its backward pass) or gradient stops the run
+with one line and a non-zero exit, instead of training on NaN and reporting null metrics.
+
+Energy models and critics can also diverge without a NaN in a few steps (the energies run off,
+Langevin samples saturate); their configs set bounds. Before every optimiser step this callback
+checks the model's latest energies (`pl_module.last_energies`, a dict of tensors, when it has
+one) and the gradient norm of its parameters: a non-finite value or one beyond the configured
+bound raises `DivergenceError`. The step is not taken and nothing is saved after it, so the run's
+checkpoints are the last good ones.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from src.utils.bounds import PositiveFloat
 from src.utils.errors import UserError
 
 
@@ -24,12 +30,20 @@ class DivergenceError(UserError):
 
 
 class DivergenceGuard(pl.Callback):
-    def __init__(self, max_energy: float = 1e4, max_grad_norm: float = 1e6) -> None:
+    def __init__(
+        self, max_energy: PositiveFloat = math.inf, max_grad_norm: PositiveFloat = math.inf
+    ) -> None:
         if not (max_energy > 0 and max_grad_norm > 0):
             raise UserError(
                 f"divergence guard: bounds must be > 0, got {max_energy}, {max_grad_norm}."
             )
         self.max_energy, self.max_grad_norm = max_energy, max_grad_norm
+
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
+        if not bool(torch.isfinite(loss.detach()).all()):
+            self._stop(trainer, f"the training loss is {loss.detach().float().sum().item()}")
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -40,7 +54,7 @@ class DivergenceGuard(pl.Callback):
                 self._stop(trainer, f"|{name}| reached {worst:.4g} (bound {self.max_energy:g})")
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if grads:
-            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+            norm = torch.nn.utils.get_total_norm(grads).item()
             if not math.isfinite(norm) or norm > self.max_grad_norm:
                 self._stop(
                     trainer, f"the gradient norm reached {norm:.4g} (bound {self.max_grad_norm:g})"
@@ -58,6 +72,6 @@ class DivergenceGuard(pl.Callback):
         kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved yet"
         raise DivergenceError(
             f"training diverged at step {trainer.global_step}: {what}; stopped before the step, "
-            f"{kept}. Lower the learning rate or the Langevin step size, or raise the energy "
-            "regulariser (loss.alpha)."
+            f"{kept}. Lower the learning rate (model.optimizer.lr), or for energy models the "
+            "Langevin step size, or raise the energy regulariser (loss.alpha)."
         )

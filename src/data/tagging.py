@@ -52,8 +52,9 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from src.utils.bounds import Fraction, NonNegativeInt, PositiveInt
 from src.utils.checkpoint import ResumableLoader
-from src.utils.errors import UserError
+from src.utils.errors import UserError, shown
 
 Sentence = tuple[list[str], list[str]]  # (tokens, tags) of equal length
 
@@ -114,7 +115,7 @@ def spans_from_tags(tags: Sequence[str]) -> list[tuple[int, int, str]]:
             continue
         prefix, dash, kind = tag.partition("-")
         if not (dash and kind and prefix in ("B", "I", "E", "S")):
-            raise ValueError(f"{tag!r} is not O nor B-, I-, E-, S- followed by a type")
+            raise ValueError(f"{shown(tag)} is not O nor B-, I-, E-, S- followed by a type")
         if prefix in ("I", "E") and inside and spans[-1][2] == kind:
             spans[-1][1] = i + 1
         else:
@@ -190,7 +191,7 @@ def _parse_line(line: str, path: Path | str, number: int) -> tuple[list[str], li
     words, _, tags = zip(*pairs, strict=True)
     if "" in words or "" in tags:
         bad = next(w + s + t for w, s, t in pairs if not (w and t))
-        raise UserError(f"{path}:{number}: malformed token {bad!r}, expected word/tag.")
+        raise UserError(f"{path}:{number}: malformed token {shown(bad)}, expected word/tag.")
     return list(map(sys.intern, words)), list(map(sys.intern, tags))
 
 
@@ -208,6 +209,30 @@ def _entity_chars(words: list[str], tags: list[str], scheme: str) -> tuple[list[
     return list(map(sys.intern, "".join(words))), tags_from_spans(position, spans, scheme)
 
 
+@contextmanager
+def _utf8_text(path: str | Path) -> Iterator[Iterable[str]]:
+    """The file's lines as text; a file that is not UTF-8 is a UserError naming its first bad
+    line."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            yield file
+    except UnicodeDecodeError as err:
+        with open(path, "rb") as raw:
+            number = next(n for n, line in enumerate(raw, 1) if not _decodes(line))
+        raise UserError(
+            f"{path}:{number} is not UTF-8 text ({err.reason}); convert the file, e.g. "
+            "iconv -f GB18030 -t UTF-8."
+        ) from None
+
+
+def _decodes(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_people_daily(
     path: str | Path, task: str, scheme: str | None = None, limit: int | None = None
 ) -> list[Sentence]:
@@ -215,7 +240,7 @@ def read_people_daily(
     stops after `limit` sentences."""
     scheme = resolve_scheme(task, scheme)
     sentences: list[Sentence] = []
-    with open(path, encoding="utf-8") as file, _collector_paused():
+    with _utf8_text(path) as file, _collector_paused():
         for number, line in enumerate(file, 1):
             if not line or line.isspace():
                 continue
@@ -224,7 +249,9 @@ def read_people_daily(
                 tags = " ".join(tags).upper().split(" ")
                 if not CWS_TAGS.issuperset(tags):
                     bad = sorted(set(tags) - CWS_TAGS)[0].lower()
-                    raise UserError(f"{path}:{number}: cws tag {bad!r}, expected b, m, e or s.")
+                    raise UserError(
+                        f"{path}:{number}: cws tag {shown(bad)}, expected b, m, e or s."
+                    )
             elif task == "ner":
                 words, tags = _entity_chars(words, tags, scheme)
             sentences += split_sentences(words, tags)
@@ -254,7 +281,7 @@ def read_conll(
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
-    with open(path, encoding="utf-8") as file:
+    with _utf8_text(path) as file:
         for number, line in enumerate(file, 1):
             line = line.rstrip("\r\n")
             if not line.strip() or line.startswith("-DOCSTART-"):
@@ -310,7 +337,7 @@ def check_tags(tags: Sequence[str], sentences: Sequence[Sentence], where: str) -
     unseen = sorted(set(chain.from_iterable(t for _, t in sentences)) - known)
     if unseen:
         raise UserError(
-            f"{where} has the tag {unseen[0]!r}, which the training data never has "
+            f"{where} has the tag {shown(unseen[0])}, which the training data never has "
             f"(its tags: {' '.join(tags)}). Use files with the same tag set."
         )
 
@@ -382,10 +409,10 @@ class BucketBatchSampler(BatchSampler):
     def __init__(
         self,
         sampler: Sampler[int] | Sequence[int],
-        batch_size: int,
+        batch_size: PositiveInt,
         drop_last: bool,
         lengths: Sequence[int],
-        chunk_batches: int | None = CHUNK_BATCHES,
+        chunk_batches: PositiveInt | None = CHUNK_BATCHES,
         shuffle: bool = True,
     ) -> None:
         super().__init__(sampler, batch_size, drop_last)
@@ -538,14 +565,14 @@ class PeopleDailyDataModule(TaggingDataModule):
         task: str = "cws",
         scheme: str | None = None,
         corpus_file: str | None = None,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
+        val_fraction: Fraction = 0.05,
+        test_fraction: Fraction = 0.05,
         split_seed: int = 0,
-        min_freq: int = 1,
-        batch_size: int = 64,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        limit_sentences: int | None = None,
+        min_freq: PositiveInt = 1,
+        batch_size: PositiveInt = 64,
+        eval_batch_size: PositiveInt = 256,
+        num_workers: NonNegativeInt = 0,
+        limit_sentences: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         self._scheme = resolve_scheme(task, scheme)
@@ -598,13 +625,13 @@ class ConllDataModule(TaggingDataModule):
         tag_column: int = -1,
         separator: str | None = None,
         lowercase: bool = False,
-        val_fraction: float = 0.05,
+        val_fraction: Fraction = 0.05,
         split_seed: int = 0,
-        min_freq: int = 1,
-        batch_size: int = 32,
-        eval_batch_size: int = 256,
-        num_workers: int = 0,
-        limit_sentences: int | None = None,
+        min_freq: PositiveInt = 1,
+        batch_size: PositiveInt = 32,
+        eval_batch_size: PositiveInt = 256,
+        num_workers: NonNegativeInt = 0,
+        limit_sentences: PositiveInt | None = None,
     ) -> None:
         super().__init__()
         if scheme not in ("BIO", "BIOES", None):
@@ -619,6 +646,11 @@ class ConllDataModule(TaggingDataModule):
         if not path.is_file():
             raise UserError(f"data.{key}={path} is not a file; pass data.{key}=<a CoNLL file>.")
         sentences = read_conll(path, hp.token_column, hp.tag_column, hp.separator)
+        if not sentences:
+            raise UserError(
+                f"data.{key}={path} holds no sentences (one token per line, a blank line "
+                "between sentences); pass a CoNLL file with data in it."
+            )
         sentences = sentences[: hp.limit_sentences]
         if hp.lowercase:
             sentences = [([t.lower() for t in tokens], tags) for tokens, tags in sentences]

@@ -1,8 +1,10 @@
-"""Load a trained run back from one of its checkpoints (evaluation, sampling), and what makes a
-run resumable mid-epoch with the same result as an uninterrupted one."""
+"""Checkpoints: written atomically, read back weights-only and checked (evaluation, sampling,
+resume); and what makes a run resumable mid-epoch with the same result as an uninterrupted
+one."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,44 +12,81 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from src.utils.errors import UserError
+from src.utils.files import write_atomically
+from src.utils.trust import check_plain_data, check_run_config
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
-    """The checkpoint's dictionary, loaded weights-only; a clear error when it is not one."""
+    """The checkpoint's dictionary, loaded weights-only and checked as data from a stranger (see
+    `src.utils.trust`); a one-line UserError when it is not a safe, readable checkpoint."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise UserError(f"ckpt_path={ckpt_path} does not exist: point it at a .ckpt file of a run.")
+    size = path.stat().st_size
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except pickle.UnpicklingError:
         raise UserError(
-            f"{path} is not a readable checkpoint ({first}). It may be truncated or corrupt: use "
-            "another checkpoint of the run, e.g. last.ckpt."
+            f"{path} is not a readable checkpoint: it holds objects other than tensors and "
+            "plain containers, or is no checkpoint at all, and unpickling those could run code, "
+            "so it is refused. Use a checkpoint written by train.py."
+        ) from None
+    except Exception:
+        raise UserError(
+            f"{path} is not a readable checkpoint: empty, truncated or corrupt ({size} bytes). "
+            "Use another checkpoint of the run, e.g. last.ckpt."
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(
             f"{path} holds no model weights (no state_dict): it is not a Lightning checkpoint."
         )
+    check_plain_data(ckpt.get("model_kwargs", {}), str(path), "model_kwargs")
+    if "run_config" in ckpt:
+        check_run_config(ckpt["run_config"], f"{path}: run_config")
     return ckpt
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic in the checkpoint's own folder: a temporary
+    file, then a rename. (Lightning's own goes through a temporary file in /tmp and a move,
+    which a full disk can cut short under the real name.)"""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda file: torch.save(checkpoint, file))
+
+
 def run_config(ckpt_path: str | Path, ckpt: dict[str, Any]) -> DictConfig:
-    """The config of the run that wrote the checkpoint: its run directory's, else its copy."""
+    """The config of the run that wrote the checkpoint: its run directory's, else its copy;
+    checked like the checkpoint itself, and with data downloads switched off (a saved config is
+    never followed to the network)."""
+    cfg = None
     for parent in Path(ckpt_path).resolve().parents[:3]:
         saved = parent / ".hydra" / "config.yaml"
         if saved.is_file():
-            return OmegaConf.load(saved)
-    if "run_config" in ckpt:
-        return OmegaConf.create(ckpt["run_config"])
-    raise UserError(
-        f"no config found for {ckpt_path}: neither a .hydra/config.yaml in its run directory nor a "
-        "copy inside the checkpoint. Evaluate a checkpoint written by train.py."
-    )
+            cfg = OmegaConf.load(saved)
+            check_run_config(cfg, str(saved))
+            break
+    else:
+        if "run_config" in ckpt:
+            cfg = OmegaConf.create(ckpt["run_config"])
+    if cfg is None:
+        raise UserError(
+            f"no config found for {ckpt_path}: neither a .hydra/config.yaml in its run directory "
+            "nor a copy inside the checkpoint. Evaluate a checkpoint written by train.py."
+        )
+    if OmegaConf.select(cfg, "data.download"):
+        cfg.data.download = False
+    return cfg
 
 
 def load_model(ckpt_path: str | Path, cfg: DictConfig, ckpt: dict[str, Any]) -> Any:
@@ -62,22 +101,9 @@ def load_model(ckpt_path: str | Path, cfg: DictConfig, ckpt: dict[str, Any]) -> 
     except RuntimeError as err:
         raise UserError(
             f"{ckpt_path} does not fit the run's model config ({str(err).splitlines()[0]}). "
-            "Was the "
-            "config edited after training?"
+            "Was the config edited after training?"
         ) from None
     return model.eval()
-
-
-def run_dir_of(path: str | Path | None) -> Path | None:
-    """The run directory that holds `path` (a run directory itself, or a checkpoint in it): the
-    nearest of it and its parents with a `.hydra/config.yaml`; None for a path outside of runs."""
-    if not path:
-        return None
-    path = Path(path).resolve()
-    for candidate in (path, *list(path.parents)[:3]):
-        if (candidate / ".hydra" / "config.yaml").is_file():
-            return candidate
-    return None
 
 
 def _seed(*words: int) -> int:
@@ -188,37 +214,3 @@ class ResumableTraining(pl.Callback):
         if self._sums is not None:  # after the module's on_train_epoch_start reset them
             module._epoch_sums, module._epoch_count = self._sums["sums"], self._sums["count"]
             self._sums = None
-
-
-def resumed_run(resume: str | None, ckpt_path: str | None) -> Path | None:
-    """The run directory a run continues in: `resume`, else the run holding `ckpt_path`."""
-    return run_dir_of(resume) or (run_dir_of(ckpt_path) if ckpt_path else None)
-
-
-def _run_dir(resume: str | None, ckpt_path: str | None, fresh: str) -> str:
-    run = resumed_run(resume, ckpt_path)
-    return str(run) if run else fresh
-
-
-def _config_subdir(resume: str | None, ckpt_path: str | None, stamp: str) -> str:
-    return f".hydra/resumed_{stamp}" if resumed_run(resume, ckpt_path) else ".hydra"
-
-
-OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True)
-OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
-
-
-def _key(override: str) -> str:
-    return override.lstrip("+~").split("=", 1)[0]
-
-
-def resume_argv(argv: list[str]) -> list[str]:
-    """`train.py resume=<run_dir>` (or `ckpt_path=<a checkpoint in a run>`) as the run's own command
-    line: the overrides saved in its .hydra/overrides.yaml, then those given now (which win)."""
-    given = {_key(a): a.split("=", 1)[1] for a in argv[1:] if "=" in a}
-    run = resumed_run(given.get("resume"), given.get("ckpt_path"))
-    if run is None or "-m" in argv or "--multirun" in argv:
-        return argv
-    saved = OmegaConf.load(run / ".hydra" / "overrides.yaml")
-    kept = [str(o) for o in saved if _key(str(o)) not in given]
-    return [argv[0], *kept, *argv[1:]]

@@ -12,6 +12,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from src.utils.resume import register_resolvers
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,6 +21,7 @@ def compose_run_config(
     overrides: list[str], output_dir: str | Path, config_name: str = "train"
 ) -> DictConfig:
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import errno
 import logging
 import math
+import signal
 import sys
 import traceback
 import warnings
@@ -16,9 +17,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from src.utils.errors import UserError
+from src.utils.files import write_json
+from src.utils.run_folder import RunFolder
+from src.utils.status import read_status
+from src.utils.sweep import not_run_message
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +70,78 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _one_line(err: BaseException) -> str | None:
+    """The one-line message for an error the user can fix, or None (a bug: the traceback)."""
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"the disk is full (writing {err.filename or 'a file'}): free some space or point "
+            "paths.log_dir at another disk; nothing was left half-written."
+        )
+    if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return (
+            f"cannot write {err.filename or 'a file'} ({err.strerror}): pick a folder you can "
+            "write, e.g. paths.log_dir=/tmp/logs."
+        )
+    return None
+
+
+def _interrupted(out: str) -> None:
+    """Say how the run was stopped and how to go on; in a sweep also which jobs did not run;
+    exit with 128 + the signal's number, as a shell reports a process a signal ended."""
+    status = read_status(out)
+    name = status.get("signal", "SIGTERM")
+    saved = status.get("checkpoint_step")
+    kept = (
+        f"last.ckpt saved at step {saved}"
+        if saved is not None
+        else "last.ckpt is the latest periodic one"
+    )
+    print(
+        f"interrupted by {name} at step {status.get('step')}: {kept}; continue with "
+        f"python train.py resume={out}",
+        file=sys.stderr,
+    )
+    if in_multirun():
+        print(not_run_message(Path(out).parent, HydraConfig.get().job.num), file=sys.stderr)
+    sys.exit(128 + getattr(signal.Signals, name, signal.SIGTERM).value)
+
+
 def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run `task`; a UserError becomes one line on stderr and exit code 2.
+    """Run `task` in its run directory; how it ends is what the run directory and the exit code
+    say. A UserError (or a full disk, a folder that cannot be written) becomes one line on
+    stderr and exit code 2; SIGTERM or SIGUSR1 leave a resumable run and exit 128 + signal. A
+    failed command leaves no empty run folder and no change to a run it resumed
+    (`src.utils.run_folder`); otherwise its folder says `failed` or `diverged` in status.json.
 
     In a multirun, a job's error is written to `error.txt` in its directory and raised to Hydra,
     which marks the job failed and goes on with the others: the basic and joblib launchers run
-    the whole sweep, then exit with the first failure; Optuna records the trial as failed.
+    the whole sweep, then exit with the first failure; Optuna records the trial as failed. A
+    signal stops the whole sweep (it was meant for all of it) and names the jobs not run.
     """
+    out = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+    subdir = HydraConfig.get().output_subdir if HydraConfig.initialized() else None
+    resumed = subdir not in (None, ".hydra")
+    folder = RunFolder(out, resumed, subdir) if out and rank_zero_only.rank == 0 else None
     try:
         result = task(cfg)
-    except Exception as err:
-        if in_multirun():
-            Path(HydraConfig.get().runtime.output_dir, "error.txt").write_text(
-                "".join(traceback.format_exception(err))
-            )
+    except SIGTERMException:
+        if out is None:
             raise
-        if isinstance(err, UserError):
-            print(f"error: {err}", file=sys.stderr)
+        _interrupted(out)
+    except Exception as err:
+        message = _one_line(err)
+        done = (
+            folder.failed(message or f"{type(err).__name__}: {err}", in_multirun())
+            if folder
+            else ""
+        )
+        if in_multirun():
+            Path(out, "error.txt").write_text("".join(traceback.format_exception(err)))
+            raise
+        if message is not None:
+            print(f"error: {message}" + (f" ({done})" if done else ""), file=sys.stderr)
             sys.exit(2)
         raise
     report_run_dir(cfg)
@@ -114,7 +175,7 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 def save_metrics(metrics: Mapping[str, float], output_dir: str | None) -> None:
     if output_dir:
         clean = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
-        Path(output_dir, "metrics.json").write_text(json.dumps(clean, indent=2, sort_keys=True))
+        write_json(Path(output_dir, "metrics.json"), clean)
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:

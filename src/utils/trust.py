@@ -1,0 +1,102 @@
+"""What a file from elsewhere may ask to build: a checkpoint's stored config and model arguments,
+or a run directory's saved config, are data from a stranger until checked.
+
+Hydra's `instantiate` calls whatever `_target_` names, `pathlib.Path.write_text` as readily as a
+model class. So the parts of such a config that get built (`model`, `data`) may name only
+classes of the project's models, losses and data modules, or torch's optimisers and learning-rate
+schedulers: the name is checked before anything is imported, the class after. A checkpoint's
+`model_kwargs` (a tagger's vocabulary and tags) must be plain data: strings, numbers, booleans,
+None, and lists and string-keyed dicts of them, with no `_target_`-like keys. Anything else is
+refused in one line that names it. (A saved data config's `download` is switched off where it
+is read: see `src.utils.checkpoint.run_config`.)
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from hydra.utils import get_object
+from lightning.pytorch import LightningDataModule
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from src.utils.errors import UserError, shown
+
+TRUSTED_MODULES = ("src.models", "src.losses", "src.data", "torch.optim")
+TRUSTED_BASES = (
+    torch.nn.Module,
+    LightningDataModule,
+    torch.optim.Optimizer,
+    torch.optim.lr_scheduler.LRScheduler,
+)
+# the groups of a saved run config that evaluation and the scripts build
+BUILT_GROUPS = ("model", "data")
+PLAIN = (str, int, float, bool, type(None))
+
+
+def trusted_target(name: Any) -> bool:
+    """Whether `_target_: name` may be built from a file from elsewhere."""
+    if not isinstance(name, str) or not any(
+        name == module or name.startswith(f"{module}.") for module in TRUSTED_MODULES
+    ):
+        return False
+    try:
+        target = get_object(name)
+    except Exception:
+        return False
+    return inspect.isclass(target) and issubclass(target, TRUSTED_BASES)
+
+
+def _plain(node: Any) -> Any:
+    return (
+        OmegaConf.to_container(node, resolve=True)
+        if isinstance(node, DictConfig | ListConfig)
+        else node
+    )
+
+
+def check_targets(node: Any, where: str, path: str) -> None:
+    """UserError for the first `_target_` under `node` that `trusted_target` refuses."""
+    node = _plain(node)
+    if isinstance(node, Mapping):
+        if "_target_" in node and not trusted_target(node["_target_"]):
+            raise UserError(
+                f"{where}: {path}._target_={shown(node['_target_'])} is refused: a checkpoint or "
+                "a saved config may only build the project's models, losses and data modules "
+                "and torch's optimisers and schedulers. Use a checkpoint you trust."
+            )
+        for key, value in node.items():
+            check_targets(value, where, f"{path}.{key}")
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            check_targets(value, where, f"{path}[{i}]")
+
+
+def check_plain_data(node: Any, where: str, path: str) -> None:
+    """UserError unless `node` is plain data with no special (`_`-prefixed) keys."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if not isinstance(key, str) or key.startswith("_"):
+                raise UserError(
+                    f"{where}: {path} holds the key {shown(key)}; model arguments stored in a "
+                    "checkpoint must be plain data (lists, strings, numbers). Refused."
+                )
+            check_plain_data(value, where, f"{path}.{key}")
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            check_plain_data(value, where, f"{path}[{i}]")
+    elif not isinstance(node, PLAIN):
+        raise UserError(
+            f"{where}: {path} holds a {type(node).__name__}; model arguments stored in a "
+            "checkpoint must be plain data (lists, strings, numbers). Refused."
+        )
+
+
+def check_run_config(cfg: Any, where: str) -> None:
+    """The groups of a saved run config that get built name only trusted classes."""
+    if not isinstance(cfg, Mapping | DictConfig):
+        raise UserError(f"{where}: the stored run config is not a mapping. Refused.")
+    for group in BUILT_GROUPS:
+        check_targets(cfg.get(group), where, group)  # resolved group by group, as it is built
