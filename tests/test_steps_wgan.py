@@ -139,6 +139,35 @@ def test_generator_steps_raise_the_score_of_the_samples_under_a_fixed_critic() -
     assert len(codes) >= 12 and len(torch.unique(codes, dim=0)) == len(codes)
 
 
+def test_generator_terms_are_the_means_over_the_epochs_generator_steps() -> None:
+    """n_critic = 2 over batches of 4, 2, 3 and 1: generator steps after the second and the fourth
+    critic step, on 2 and 1 samples. The first epoch's generator loss is their weighted mean, not
+    polluted by the batches before the first generator step; the critic terms count every batch."""
+    lr = 0.25
+    critic, generator = Affine(W, C), AffineGenerator(ZERO_A, B)
+    model = WGANGP(
+        generator=generator,
+        critic=critic,
+        loss=WassersteinGP("two_sided", lam=1.0),
+        optimizer=functools.partial(torch.optim.SGD, lr=lr),
+        critic_optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+        n_critic=2,
+    )
+    batches = [REAL, REAL[:2] + 1, REAL[:3] - 1, REAL[:1]]
+    fit = trainer()
+    fit.fit(model, train_dataloaders=loader([batch(x) for x in batches]))
+
+    w, b = torch.tensor(W), torch.tensor(B)
+    torch.testing.assert_close(generator.b.detach(), b + 2 * lr * w)
+    scores = [float(w @ b) + C, float(w @ (b + lr * w)) + C]  # D(G(z)) at the two steps
+    logged = metrics(fit)
+    assert logged["train/generator_loss"] == pytest.approx(-(2 * scores[0] + scores[1]) / 3)
+    fakes = [b, b, b + lr * w, b + lr * w]  # the generator each critic step sees
+    gaps = [float(w @ (x.mean(0) - f)) for x, f in zip(batches, fakes, strict=True)]
+    weighted = sum(len(x) * gap for x, gap in zip(batches, gaps, strict=True)) / 10
+    assert logged["train/wasserstein"] == pytest.approx(weighted, rel=1e-5)
+
+
 def _evaluate(model: WGANGP, batches: list[torch.Tensor], stage: str) -> tuple[dict, StepRecorder]:
     return evaluate(model, stage, model.generator, batches)
 
