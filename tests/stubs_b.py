@@ -1,7 +1,8 @@
 """Stub networks with outputs chosen by the test, and a minimal harness to run a LightningModule's
-steps on known batches: fixed in-memory loaders, a quiet CPU Trainer, and a callback that keeps,
-for every evaluation batch, what the step returned and the inputs a recording stub saw in it.
-Used by the step tests of the adversarial, energy and NCE models (tests/test_steps_*.py)."""
+steps on known batches: fixed in-memory loaders and data module, a quiet CPU Trainer, and a
+callback that keeps, for every batch, the inputs a recording stub saw in it (and, in evaluation,
+what the step returned). Used by the step tests of the adversarial, energy and NCE models
+(tests/test_steps_*.py)."""
 
 from __future__ import annotations
 
@@ -168,22 +169,15 @@ def evaluate(
 
 class ToyBatches(pl.LightningDataModule):
     """A data module over fixed batches of 2-d points with a known true `distribution`;
-    `data_train` is the training split as (x, y), what models fit their statistics to."""
+    `data_train`, the training batches together as (x, y), is what models fit statistics to."""
 
     def __init__(
-        self,
-        distribution: Toy2dDistribution,
-        train: Sequence[Batch],
-        val: Sequence[Batch] = (),
-        data_train: Batch | None = None,
+        self, distribution: Toy2dDistribution, train: Sequence[Batch], val: Sequence[Batch] = ()
     ) -> None:
         super().__init__()
         self.distribution = distribution
         self.train, self.val = list(train), list(val)
-        if data_train is None:
-            xs = torch.cat([x for x, _ in self.train])
-            data_train = batch(xs)
-        self.data_train = data_train
+        self.data_train = batch(torch.cat([x for x, _ in self.train]))
 
     def train_dataloader(self) -> DataLoader:
         return loader(self.train)

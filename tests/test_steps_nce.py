@@ -73,7 +73,7 @@ def nce(
     )
     stub = Affine(V, G, keepdim=True)
     model.net = stub
-    data = ToyBatches(EightGaussians(), [batch(TRAIN)], [batch(x) for x in val], batch(TRAIN))
+    data = ToyBatches(EightGaussians(), [batch(TRAIN)], [batch(x) for x in val])
     recorder = StepRecorder(stub)
     fit = trainer(limit_val_batches=0, max_epochs=epochs, callbacks=[recorder])
     fit.fit(model, datamodule=data)

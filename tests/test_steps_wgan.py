@@ -42,6 +42,7 @@ def wgan(
     lr_c: float,
     loss: WassersteinGP | None = None,
     eval_seed: int = 0,
+    n_critic: int = 1,
 ) -> WGANGP:
     return WGANGP(
         generator=generator,
@@ -49,7 +50,7 @@ def wgan(
         loss=loss or WassersteinGP("two_sided", lam=1.0),
         optimizer=functools.partial(torch.optim.SGD, lr=lr_g),
         critic_optimizer=functools.partial(torch.optim.SGD, lr=lr_c),
-        n_critic=1,
+        n_critic=n_critic,
         eval_seed=eval_seed,
     )
 
@@ -145,14 +146,7 @@ def test_generator_terms_are_the_means_over_the_epochs_generator_steps() -> None
     polluted by the batches before the first generator step; the critic terms count every batch."""
     lr = 0.25
     critic, generator = Affine(W, C), AffineGenerator(ZERO_A, B)
-    model = WGANGP(
-        generator=generator,
-        critic=critic,
-        loss=WassersteinGP("two_sided", lam=1.0),
-        optimizer=functools.partial(torch.optim.SGD, lr=lr),
-        critic_optimizer=functools.partial(torch.optim.SGD, lr=0.0),
-        n_critic=2,
-    )
+    model = wgan(generator, critic, lr_g=lr, lr_c=0.0, n_critic=2)
     batches = [REAL, REAL[:2] + 1, REAL[:3] - 1, REAL[:1]]
     fit = trainer()
     fit.fit(model, train_dataloaders=loader([batch(x) for x in batches]))
@@ -161,14 +155,18 @@ def test_generator_terms_are_the_means_over_the_epochs_generator_steps() -> None
     torch.testing.assert_close(generator.b.detach(), b + 2 * lr * w)
     scores = [float(w @ b) + C, float(w @ (b + lr * w)) + C]  # D(G(z)) at the two steps
     logged = metrics(fit)
-    assert logged["train/generator_loss"] == pytest.approx(-(2 * scores[0] + scores[1]) / 3)
+    assert logged["train/generator_loss"] == pytest.approx(
+        -(2 * scores[0] + scores[1]) / 3, rel=1e-5
+    )
     fakes = [b, b, b + lr * w, b + lr * w]  # the generator each critic step sees
     gaps = [float(w @ (x.mean(0) - f)) for x, f in zip(batches, fakes, strict=True)]
     weighted = sum(len(x) * gap for x, gap in zip(batches, gaps, strict=True)) / 10
     assert logged["train/wasserstein"] == pytest.approx(weighted, rel=1e-5)
 
 
-def _evaluate(model: WGANGP, batches: list[torch.Tensor], stage: str) -> tuple[dict, StepRecorder]:
+def _evaluate(
+    model: WGANGP, batches: list[torch.Tensor], stage: str
+) -> tuple[dict[str, float], StepRecorder]:
     return evaluate(model, stage, model.generator, batches)
 
 
