@@ -3,7 +3,8 @@ w everywhere, and an affine generator G(z) = z A^T + b, one critic step and one 
 plain SGD steps whose results the tests compute by hand (the critic step for each penalty kind,
 weight clipping included), and so are the logged training terms and the evaluation's Wasserstein
 estimate. Evaluation draws its own noise for every batch, the same on every run; the gradient norm
-it reports is taken at interpolates between real and generated samples."""
+it reports is taken at interpolates between real and generated samples. The two schedulers step
+once an epoch, each on its own optimiser."""
 
 from __future__ import annotations
 
@@ -162,6 +163,27 @@ def test_generator_terms_are_the_means_over_the_epochs_generator_steps() -> None
     gaps = [float(w @ (x.mean(0) - f)) for x, f in zip(batches, fakes, strict=True)]
     weighted = sum(len(x) * gap for x, gap in zip(batches, gaps, strict=True)) / 10
     assert logged["train/wasserstein"] == pytest.approx(weighted, rel=1e-5)
+
+
+def test_both_schedulers_step_once_per_epoch() -> None:
+    """StepLR(1, gamma) on each optimiser, two epochs of three batches: each learning rate is
+    multiplied by gamma^2 (one step per epoch, not per batch), the generator's by 0.5 and the
+    critic's by 0.1, so neither takes the other's scheduler."""
+    model = WGANGP(
+        generator=AffineGenerator(ZERO_A, B),
+        critic=Affine(W, C),
+        loss=WassersteinGP("two_sided", lam=1.0),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.2),
+        critic_optimizer=functools.partial(torch.optim.SGD, lr=0.3),
+        scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5),
+        critic_scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.1),
+        n_critic=1,
+    )
+    fit = trainer(max_epochs=2)
+    fit.fit(model, train_dataloaders=loader([batch(REAL)] * 3))
+    generator_lr, critic_lr = (opt.param_groups[0]["lr"] for opt in fit.optimizers)
+    assert generator_lr == pytest.approx(0.2 * 0.5**2)
+    assert critic_lr == pytest.approx(0.3 * 0.1**2)
 
 
 def _evaluate(
