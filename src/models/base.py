@@ -80,7 +80,8 @@ class BaseModule(LightningModule):
 
         Training also logs `train/name_step` on the steps the loggers write. Its epoch means are
         summed here and logged once at the epoch's end: `self.log` on every step would cost a
-        millisecond or two per step, a fifth of a small model's step on a CPU.
+        millisecond or two per step, a fifth of a small model's step on a CPU. A term logged on
+        some steps only (a GAN's generator loss) is averaged over those steps.
         """
         if stage != "train":
             names = {f"{stage}/{name}": value for name, value in terms.items()}
@@ -95,18 +96,19 @@ class BaseModule(LightningModule):
         for name, value in terms.items():
             previous = self._epoch_sums.get(name, 0.0)
             self._epoch_sums[name] = previous + value.detach() * batch_size
-        self._epoch_count += batch_size
+            self._epoch_counts[name] = self._epoch_counts.get(name, 0) + batch_size
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             steps = {f"train/{name}_step": value for name, value in terms.items()}
             self.log_dict(steps, on_step=True, on_epoch=False, batch_size=batch_size)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sums: dict[str, torch.Tensor] = {}
-        self._epoch_count = 0
+        self._epoch_counts: dict[str, int] = {}
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_count:
-            means = {f"train/{k}": v / self._epoch_count for k, v in self._epoch_sums.items()}
+        if self._epoch_sums:
+            sums, counts = self._epoch_sums, self._epoch_counts
+            means = {f"train/{k}": v / counts[k] for k, v in sums.items()}
             self.log_dict(means, on_epoch=True, sync_dist=True)
 
     def param_groups(self) -> list[dict[str, Any]]:

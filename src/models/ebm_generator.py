@@ -102,8 +102,6 @@ class EBMGenerator(WGANGP):
             )
         self.statistics, self.refine, self.refine_code = statistics, refine, refine_code
         self.last_energies: dict[str, torch.Tensor] = {}
-        if entropy_weight > 0:
-            self._generator_terms["mi"] = torch.tensor(float("nan"))
 
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         return -self.critic(x)

@@ -74,7 +74,6 @@ class WGANGP(BaseModule):
             critic_optimizer,
             critic_scheduler,
         )
-        self._generator_terms = {"generator_loss": torch.tensor(float("nan"))}
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
@@ -99,6 +98,7 @@ class WGANGP(BaseModule):
         self.manual_backward(terms["loss"])
         opt_c.step()
         self.loss.constrain(self.critic)
+        logged_generator_terms: dict[str, torch.Tensor] = {}  # on generator steps only
         if (self.trainer.fit_loop.total_batch_idx + 1) % self.hparams.n_critic == 0:
             self.toggle_optimizer(opt_g)
             generator_terms = self.generator_terms(len(real))
@@ -106,8 +106,8 @@ class WGANGP(BaseModule):
             self.manual_backward(generator_terms["generator_loss"])
             opt_g.step()
             self.untoggle_optimizer(opt_g)
-            self._generator_terms = {k: v.detach() for k, v in generator_terms.items()}
-        terms = {"critic_loss": terms.pop("loss"), **self._generator_terms, **terms}
+            logged_generator_terms = {k: v.detach() for k, v in generator_terms.items()}
+        terms = {"critic_loss": terms.pop("loss"), **logged_generator_terms, **terms}
         self.log_terms("train", terms, len(real))
 
     def negatives(self, n: int) -> torch.Tensor:

@@ -200,7 +200,7 @@ class ResumableTraining(pl.Callback):
         if mid_epoch and hasattr(module, "_epoch_sums"):
             checkpoint["train_epoch_sums"] = {
                 "sums": dict(module._epoch_sums),
-                "count": module._epoch_count,
+                "counts": dict(module._epoch_counts),
             }
 
     def on_load_checkpoint(
@@ -212,5 +212,8 @@ class ResumableTraining(pl.Callback):
         self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, i: int
     ) -> None:
         if self._sums is not None:  # after the module's on_train_epoch_start reset them
-            module._epoch_sums, module._epoch_count = self._sums["sums"], self._sums["count"]
+            sums, counts = self._sums["sums"], self._sums.get("counts")
+            if counts is None:  # a checkpoint from before the per-term counts: one for all
+                counts = dict.fromkeys(sums, self._sums["count"])
+            module._epoch_sums, module._epoch_counts = sums, counts
             self._sums = None
