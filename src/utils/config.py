@@ -108,6 +108,8 @@ def check_types(cfg: DictConfig | ListConfig, path: str = "") -> None:
         if isinstance(value, DictConfig) and "_target_" in value:
             check_types(value, full)
             continue
+        if isinstance(value, ListConfig):  # the nodes in a list are checked too
+            check_types(value, full)
         if key not in hints:
             if not var_kw:
                 takes = ", ".join(k for k in hints if k not in ("self", "args", "kwargs"))
