@@ -23,6 +23,7 @@ def test_squash_shrinks_below_one_keeps_direction_and_is_monotone(constant: floa
     gen = torch.Generator().manual_seed(0)
     s = torch.randn(100, 16, generator=gen, dtype=torch.float64) * 5
     v = squash(s, constant=constant)
+    torch.testing.assert_close(v, torch.stack([squash_by_formula(row, constant) for row in s]))
     assert (v.norm(dim=-1) < 1).all()
     cosine = torch.nn.functional.cosine_similarity(s, v, dim=-1)
     torch.testing.assert_close(cosine, torch.ones(100, dtype=torch.float64))
@@ -31,6 +32,13 @@ def test_squash_shrinks_below_one_keeps_direction_and_is_monotone(constant: floa
     assert (lengths.diff() > 0).all()
     unit = torch.tensor([[0.6, 0.8]], dtype=torch.float64)  # |s| = 1: length 1 / (c + 1)
     assert squash(unit, constant=constant).norm().item() == pytest.approx(1 / (constant + 1))
+
+
+def squash_by_formula(s: torch.Tensor, constant: float) -> torch.Tensor:
+    """One capsule's squash written from the formula (kexue.fm/archives/4819), independent of
+    the production `squash`: |s|^2 / (constant + |s|^2) * s / |s|."""
+    norm2 = float(sum(x * x for x in s.tolist()))
+    return s * (norm2 / (constant + norm2) / math.sqrt(norm2))
 
 
 def routing_by_loops(layer: Routing, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +57,7 @@ def routing_by_loops(layer: Routing, u: torch.Tensor) -> tuple[torch.Tensor, tor
             c = [torch.tensor(row, dtype=u.dtype).softmax(0) for row in logits]  # over outputs j
             s = [sum(c[i][j] * u_hat[i][j] for i in range(n)) for j in range(out_caps)]
             if r == layer.iterations - 1:
-                v = [squash(s_j, constant=layer.squash_constant) for s_j in s]
+                v = [squash_by_formula(s_j, layer.squash_constant) for s_j in s]
                 break
             for j in range(out_caps):
                 if layer.revised:
@@ -57,7 +65,7 @@ def routing_by_loops(layer: Routing, u: torch.Tensor) -> tuple[torch.Tensor, tor
                     for i in range(n):
                         logits[i][j] = float(u_hat[i][j] @ direction)
                 else:
-                    v_j = squash(s[j], constant=layer.squash_constant)
+                    v_j = squash_by_formula(s[j], layer.squash_constant)
                     for i in range(n):
                         logits[i][j] += float(u_hat[i][j] @ v_j)
         v_all.append(torch.stack(v))
@@ -180,7 +188,7 @@ CAPSULE_FAST = [
 
 @needs_fashion
 @pytest.mark.parametrize("model", ["capsnet", "capsnet_small", "cnn_sigmoid"])
-def test_fast_dev_run_every_capsule_model(make_cfg, model: str) -> None:
+def test_smoke_fast_dev_run_every_capsule_model(make_cfg, model: str) -> None:
     if model == "capsnet":  # one image size only: no pairs
         with pytest.raises(UserError, match="not the 56x28 pairs: use model=capsnet_small"):
             train(make_cfg(f"model={model}", *CAPSULE_FAST))

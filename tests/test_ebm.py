@@ -129,7 +129,7 @@ def test_divergence_guard_catches_non_finite_gradients() -> None:
         DivergenceGuard().on_before_optimizer_step(pl.Trainer(logger=False), module, optimizer)
 
 
-def test_fast_dev_run_ebm_toy(make_cfg) -> None:
+def test_smoke_fast_dev_run_ebm_toy(make_cfg) -> None:
     metrics = train(make_cfg("experiment=ebm_toy", *TOY_FAST))
     for key in ("train/loss", "val/kl", "test/kl", "test/e_real", "test/e_fake"):
         assert math.isfinite(metrics[key]), key
@@ -138,7 +138,7 @@ def test_fast_dev_run_ebm_toy(make_cfg) -> None:
 
 
 @needs_fashion
-def test_fast_dev_run_ebm_fmnist(make_cfg) -> None:
+def test_smoke_fast_dev_run_ebm_fmnist(make_cfg) -> None:
     quality = ["callbacks.sample_quality.n_test=50", "callbacks.sample_quality.kid_subset_size=25"]
     cfg = make_cfg("experiment=ebm_fmnist", *IMAGE_FAST, *quality, "model.sample_steps=2")
     metrics = train(cfg)

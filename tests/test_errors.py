@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import shutil
 from functools import partial
 from pathlib import Path
 
@@ -12,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from src.data.image_datamodule import FILES
+from src.data.image_datamodule import FILES, ImageDataModule, find_idx_dir
 from src.models.components.latents import GaussianLatent
 from src.models.components.nets import MLPDecoder, MLPEncoder
 from src.models.vae import VAE
 from src.utils.config import check_groups, check_types
 from src.utils.errors import UserError
-from tests.conftest import FASHION_DIR, run_script, write_fake_mnist
+from tests.conftest import FASHION_DIR, needs_fashion, run_script, write_fake_mnist
 
 
 @pytest.fixture
@@ -175,11 +174,17 @@ def test_a_loss_that_does_not_fit_the_model_is_refused() -> None:
         )
 
 
-def test_copy_of_system_data_is_not_needed() -> None:
-    """The Debian package is read in place: nothing is copied into the repository."""
-    if not FASHION_DIR.is_dir():
-        pytest.skip("no Debian data")
-    assert shutil.disk_usage(FASHION_DIR).total > 0
+@needs_fashion
+def test_the_system_data_is_read_in_place(tmp_path: Path) -> None:
+    """The Debian package is read where it is: nothing is copied (nor downloaded) into data_dir.
+    Catches: a prepare_data or setup that caches the files in data_dir or beside it."""
+    data_dir = tmp_path / "data"
+    dm = ImageDataModule(name="fashion_mnist", data_dir=str(data_dir), val_size=5000)
+    dm.prepare_data()
+    dm.setup()
+    assert find_idx_dir("fashion_mnist", data_dir) == FASHION_DIR
+    assert len(dm.splits["train"]) + len(dm.splits["val"]) == 60_000
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_configs_that_do_not_fit_together_are_named(make_cfg) -> None:

@@ -172,7 +172,7 @@ def test_code_chain_needs_a_normal_code(make_cfg) -> None:
 
 
 @pytest.mark.parametrize("experiment", ["meg_toy", "meg_toy_noentropy"])
-def test_fast_dev_run_meg(make_cfg, experiment: str) -> None:
+def test_smoke_fast_dev_run_meg(make_cfg, experiment: str) -> None:
     metrics = train(make_cfg(f"experiment={experiment}", *FAST))
     for key in ("train/critic_loss", "val/kl", "test/kl", "test/modes_covered"):
         assert math.isfinite(metrics[key]), key

@@ -133,7 +133,7 @@ def test_pairs_train_turns_train_and_val_into_two_item_images(tmp_path: Path) ->
         "ema_multilabel_pairs",
     ],
 )
-def test_fast_dev_run_every_multilabel_experiment(make_cfg, experiment: str) -> None:
+def test_smoke_fast_dev_run_every_multilabel_experiment(make_cfg, experiment: str) -> None:
     cfg = make_cfg(
         f"experiment={experiment}",
         "trainer.fast_dev_run=true",

@@ -99,7 +99,7 @@ def test_a_short_nce_fit_beats_the_noise_and_finds_its_normaliser(make_cfg) -> N
     assert abs(metrics["val/log_z"] - metrics["val/log_z_grid"]) < 0.3
 
 
-def test_fast_dev_run_of_the_nce_experiment(make_cfg) -> None:
+def test_smoke_fast_dev_run_nce_experiment(make_cfg) -> None:
     metrics = train(make_cfg("experiment=nce_toy", *SMALL_DATA, "trainer.fast_dev_run=true"))
     for key in ("train/loss", "val/kl", "val/kl_noise", "test/kl", "test/log_z", "test/log_z_grid"):
         assert math.isfinite(metrics[key]), key

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
+import lightning.pytorch as pl
 import pytest
+import torch
 from omegaconf import open_dict
 
+import src.train
 from src.train import train
+from src.utils.instantiate import instantiate
 from tests.conftest import ROOT, compose_config, needs_fashion, run_eval, run_script
 
 FAST = ["trainer.fast_dev_run=true", "data.eval_batch_size=64", "model.iwae_samples=4"]
@@ -27,7 +32,7 @@ pytestmark = needs_fashion
 
 
 @pytest.mark.parametrize("model", ["vae", "vae_2d", "vae_conv", "vae_gumbel"])
-def test_fast_dev_run_every_model(make_cfg, model: str) -> None:
+def test_smoke_fast_dev_run_every_model(make_cfg, model: str) -> None:
     metrics = train(make_cfg(f"model={model}", *FAST))
     for key in ("train/nelbo", "val/nelbo", "test/nelbo", "test/iwae_nll", "test/kl"):
         assert math.isfinite(metrics[key]), key
@@ -36,12 +41,12 @@ def test_fast_dev_run_every_model(make_cfg, model: str) -> None:
 
 
 @pytest.mark.parametrize("loss", ["gaussian", "continuous_bernoulli"])
-def test_fast_dev_run_grey_level_likelihoods(make_cfg, loss: str) -> None:
+def test_smoke_fast_dev_run_grey_level_likelihoods(make_cfg, loss: str) -> None:
     metrics = train(make_cfg(f"loss={loss}", "data.binarize=false", "loss.kl=monte_carlo", *FAST))
     assert math.isfinite(metrics["test/nelbo"])
 
 
-def test_mnist_from_data_dir(make_cfg, fake_mnist_dir: Path) -> None:
+def test_smoke_fast_dev_run_mnist_from_data_dir(make_cfg, fake_mnist_dir: Path) -> None:
     cfg = make_cfg("data=mnist", f"data.data_dir={fake_mnist_dir}", "data.val_size=100", *FAST)
     assert math.isfinite(train(cfg)["val/nelbo"])
 
@@ -126,8 +131,25 @@ def test_basic_multirun_gives_one_directory_per_job(tmp_path: Path) -> None:
         assert f"open it in TensorBoard: tensorboard --logdir {sweep / job}\n" in result.stdout
 
 
-def test_overfit_preset_trains_on_the_same_few_batches(make_cfg) -> None:
-    """Lightning swaps in a sequential sampler for overfit_batches: the loaders must allow it."""
+class SeenLabels(pl.Callback):
+    """The labels of every training batch, one list per epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[list[torch.Tensor]] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.epochs.append([])
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.epochs[-1].append(batch[1].clone())
+
+
+def test_overfit_preset_trains_on_the_same_few_batches(make_cfg, monkeypatch) -> None:
+    """Lightning swaps in a sequential sampler for overfit_batches: the loaders must allow it, and
+    every epoch trains on the same first batches of the training split. Catches: a loader that
+    keeps shuffling (or seeds its order by epoch) under overfit_batches, or yields other batches."""
     cfg = make_cfg(
         "debug=overfit",
         "trainer.max_epochs=3",
@@ -136,8 +158,17 @@ def test_overfit_preset_trains_on_the_same_few_batches(make_cfg) -> None:
         "data.eval_batch_size=64",
         "model.iwae_samples=2",
     )
+    seen = SeenLabels()
+    configured = src.train.instantiate_callbacks
+    monkeypatch.setattr(src.train, "instantiate_callbacks", lambda node: [*configured(node), seen])
     metrics = train(cfg)
-    assert math.isfinite(metrics["train/nelbo"]) and math.isfinite(metrics["test/nelbo"])
+    assert "test/nelbo" in metrics
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    first = datamodule.splits["train"].tensors[1][: 2 * cfg.data.batch_size]
+    assert len(seen.epochs) == 3
+    for labels in seen.epochs:
+        assert len(labels) == 2 and torch.equal(torch.cat(labels), first)
 
 
 def test_test_ckpt_picks_the_best_checkpoint_or_the_last_weights(tmp_path: Path) -> None:

@@ -181,7 +181,7 @@ def test_mmd_equals_the_double_sum_and_separates_distributions() -> None:
     assert abs(mmd(a, b)) < 0.01 < mmd(a, b + 1.0)
 
 
-def test_toy_experiment_runs_and_reports_the_2d_measures(make_cfg) -> None:
+def test_smoke_fast_dev_run_toy_experiment_reports_the_2d_measures(make_cfg) -> None:
     cfg = make_cfg("experiment=wgan_gp_toy", *TOY[1:], "trainer.fast_dev_run=true")
     metrics = train(cfg)
     assert {"test/modes_covered", "test/high_quality", "test/mmd", "test/grad_norm"} <= set(metrics)
@@ -194,7 +194,7 @@ def test_validation_refuses_inference_mode(make_cfg) -> None:
 
 
 @needs_fashion
-def test_fmnist_experiment_runs_with_the_sample_quality_callback(make_cfg) -> None:
+def test_smoke_fast_dev_run_fmnist_experiment_with_the_sample_quality_callback(make_cfg) -> None:
     cfg = make_cfg(
         "experiment=wgan_gp_fmnist",
         "trainer.fast_dev_run=true",

@@ -79,7 +79,10 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin in (list, tuple, abc.Sequence) or hint in (list, tuple):
         if not isinstance(value, list | tuple):
             return False
-        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        args = typing.get_args(hint)
+        if origin is tuple and args and Ellipsis not in args:  # tuple[int, int, int]: that many
+            return len(value) == len(args) and all(map(_matches, value, args))
+        args = [a for a in args if a is not Ellipsis]
         return len(args) != 1 or all(_matches(v, args[0]) for v in value)
     if inspect.isclass(hint) and isinstance(value, str | int | float):
         # a plain value where an object is expected: only if it is one (or a path string)
@@ -95,6 +98,8 @@ def _describe(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple and args and Ellipsis not in args and len(set(args)) == 1:
+        return f"a list of {len(args)} {_describe(args[0]).split(' ', 1)[-1]}s"
     if origin in (list, tuple, abc.Sequence):
         return f"a list of {_describe(args[0]).split(' ', 1)[-1]}s" if args else "a list"
     if origin in (typing.Union, types.UnionType):
@@ -139,6 +144,8 @@ def check_types(cfg: DictConfig | ListConfig, path: str = "") -> None:
         if isinstance(value, DictConfig) and "_target_" in value:
             check_types(value, full)
             continue
+        if isinstance(value, ListConfig):  # the nodes in a list are checked too
+            check_types(value, full)
         if key not in hints:
             if not var_kw:
                 takes = ", ".join(k for k in hints if k not in ("self", "args", "kwargs"))
