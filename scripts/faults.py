@@ -240,7 +240,7 @@ def cases(lab: Lab) -> list[Case]:
     def corrupt_gz(case: Path) -> Outcome:
         from tests.conftest import write_fake_mnist
 
-        data = write_fake_mnist(case / "data", n_train=100, n_test=50)
+        data = write_fake_mnist(case / "data", n_train=400, n_test=100)
         path = data / "t10k-labels-idx1-ubyte.gz"
         raw = bytearray(path.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
@@ -487,9 +487,9 @@ def check(case: Case, outcome: Outcome, folder: Path) -> str:
         problems.append(f"message lacks {case.phrase!r}")
     if "Traceback" in outcome.text:
         problems.append("a traceback")
-    lines = outcome.text.splitlines()
-    if case.code == 2 and len(lines) != 1:
-        problems.append(f"{len(lines)} lines")
+    errors = [line for line in outcome.text.splitlines() if line.startswith("error: ")]
+    if case.code == 2 and (len(errors) != 1 or not outcome.text.endswith(errors[-1])):
+        problems.append(f"{len(errors)} error lines, not one at the end")
     for pattern in case.absent:
         if list(folder.glob(pattern)):
             problems.append(f"{pattern} was left")

@@ -26,10 +26,9 @@ from src.data.tagging import ConllDataModule, check_tags, read_conll, write_conl
 from src.train import train
 from src.utils.checkpoint import AtomicCheckpointIO, read_checkpoint, run_config
 from src.utils.config import check_groups
-from src.utils.errors import UserError
+from src.utils.errors import UserError, user_message
 from src.utils.files import write_atomically
 from src.utils.resume import resume_argv
-from src.utils.run import _one_line
 from src.utils.run_folder import RunFolder
 from src.utils.startup import check_composes, check_writable
 from src.utils.status import read_status, write_status
@@ -456,7 +455,7 @@ def test_a_full_disk_leaves_the_earlier_file(tmp_path: Path) -> None:
     with pytest.raises(OSError) as err:
         write_atomically(target, full)
     assert target.read_text() == "earlier" and [p.name for p in tmp_path.iterdir()] == [target.name]
-    assert _one_line(err.value).startswith(f"the disk is full (writing {target})")
+    assert user_message(err.value).startswith(f"the disk is full (writing {target})")
 
 
 def test_checkpoints_are_written_atomically(tmp_path: Path, monkeypatch) -> None:
@@ -479,8 +478,18 @@ def test_run_folder_after_a_failure(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh"
     (fresh / ".hydra").mkdir(parents=True)
     (fresh / "train.log").write_text("")
+    write_status(fresh, "failed", step=0, error="in setup")  # what RunStatus writes then
     RunFolder(fresh, resumed=False).failed("boom", multirun=False)
     assert not fresh.exists()
+    for kept in ("trained", "checkpointed", "in_a_sweep"):
+        (tmp_path / kept / ".hydra").mkdir(parents=True)
+    trained = RunFolder(tmp_path / "trained", resumed=False)
+    write_status(tmp_path / "trained", "diverged", step=1)  # during the task, by RunStatus
+    (tmp_path / "checkpointed" / "last.ckpt").write_bytes(b"weights")
+    assert "says how it ended" in trained.failed("x", multirun=False)
+    assert "marked failed" in RunFolder(tmp_path / "checkpointed", False).failed("x", False)
+    assert "marked failed" in RunFolder(tmp_path / "in_a_sweep", False).failed("x", True)
+    assert read_status(tmp_path / "trained")["status"] == "diverged"
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

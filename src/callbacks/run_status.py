@@ -13,6 +13,7 @@ during fitting marks the run `diverged` (`DivergenceError`) or `failed`.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from src.callbacks.divergence_guard import DivergenceError
+from src.utils.errors import user_message
 from src.utils.status import write_status
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -74,11 +76,12 @@ class RunStatus(pl.Callback):
         step = trainer.global_step
         if isinstance(exception, SIGTERMException):
             name = signal.Signals(self.signal or signal.SIGTERM).name
-            write_status(self.run_dir, "interrupted", step=step, signal=name, **self.saved)
+            status = {"status": "interrupted", "signal": name, **self.saved}
         elif isinstance(exception, DivergenceError):
-            write_status(self.run_dir, "diverged", step=step, error=str(exception))
+            status = {"status": "diverged", "error": str(exception)}
         else:
             error = str(exception).strip().splitlines()[0] if str(exception).strip() else ""
-            write_status(
-                self.run_dir, "failed", step=step, error=f"{type(exception).__name__}: {error}"
-            )
+            error = user_message(exception) or f"{type(exception).__name__}: {error}"
+            status = {"status": "failed", "error": error}
+        with contextlib.suppress(OSError):  # a full disk: the exception is what the user sees
+            write_status(self.run_dir, status.pop("status"), step=step, **status)

@@ -5,6 +5,7 @@ one."""
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         raise UserError(f"ckpt_path={ckpt_path} does not exist: point it at a .ckpt file of a run.")
     size = path.stat().st_size
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: not for the user
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise UserError(
             f"{path} is not a readable checkpoint: it holds objects other than tensors and "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import signal
@@ -20,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from src.utils.errors import UserError
+from src.utils.errors import user_message
 from src.utils.files import write_json
 from src.utils.run_folder import RunFolder
 from src.utils.status import read_status
@@ -70,23 +69,6 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _one_line(err: BaseException) -> str | None:
-    """The one-line message for an error the user can fix, or None (a bug: the traceback)."""
-    if isinstance(err, UserError):
-        return str(err)
-    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (
-            f"the disk is full (writing {err.filename or 'a file'}): free some space or point "
-            "paths.log_dir at another disk; nothing was left half-written."
-        )
-    if isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return (
-            f"cannot write {err.filename or 'a file'} ({err.strerror}): pick a folder you can "
-            "write, e.g. paths.log_dir=/tmp/logs."
-        )
-    return None
-
-
 def _interrupted(out: str) -> None:
     """Say how the run was stopped and how to go on; in a sweep also which jobs did not run;
     exit with 128 + the signal's number, as a shell reports a process a signal ended."""
@@ -131,7 +113,7 @@ def run_entry(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         _interrupted(out)
     except Exception as err:
-        message = _one_line(err)
+        message = user_message(err)
         done = (
             folder.failed(message or f"{type(err).__name__}: {err}", in_multirun())
             if folder

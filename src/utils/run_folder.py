@@ -2,7 +2,9 @@
 
 Hydra makes the run directory (with `.hydra/` and the log) before the task starts. If the task
 then fails:
-- a new run that wrote nothing but that is removed, so failed commands leave no empty folders;
+- a new run that saved no checkpoint and took no training step is removed (its `.hydra/`, log,
+  start-up status and TensorBoard header are all it holds), so failed commands leave no empty
+  folders;
 - a resumed run is put back byte for byte as it was, as long as the failure came before the run
   changed for good (no checkpoint rewritten): files it added are removed, the logs cut back to
   their old length, small files (status, metrics, configs) restored;
@@ -17,7 +19,6 @@ from pathlib import Path
 from src.utils.status import read_status, write_status
 
 SMALL = 1 << 20  # files kept in memory to restore them: status, metrics, configs (no checkpoint)
-STARTUP = (".hydra",)  # what Hydra and the start-up write before a run does anything
 
 
 class RunFolder:
@@ -44,10 +45,13 @@ class RunFolder:
     def _files(self) -> list[Path]:
         return [p for p in self.path.rglob("*") if p.is_file()] if self.path.is_dir() else []
 
-    def _only_startup_files(self) -> bool:
-        return all(
-            f.relative_to(self.path).parts[0] in STARTUP or f.suffix == ".log"
-            for f in self._files()
+    def _nothing_done(self) -> bool:
+        """No checkpoint and not one training step: what the folder holds is start-up only."""
+        status = read_status(self.path)
+        return (
+            not any(f.suffix == ".ckpt" for f in self._files())
+            and status.get("status") in (None, "running", "failed")
+            and not status.get("step")
         )
 
     def _restorable(self) -> bool:
@@ -87,7 +91,7 @@ class RunFolder:
             if self._restorable():
                 self._restore()
                 return f"{self.path} is left as it was"
-        elif not multirun and self._only_startup_files():
+        elif not multirun and self._nothing_done():
             shutil.rmtree(self.path)
             return ""
         status = read_status(self.path)

@@ -81,7 +81,7 @@ def check_plain_data(node: Any, where: str, path: str) -> None:
             if not isinstance(key, str) or key.startswith("_"):
                 raise UserError(
                     f"{where}: {path} holds the key {shown(key)}; model arguments stored in a "
-                    "checkpoint must be plain data (lists, strings, numbers). Refused."
+                    "checkpoint must be plain data (lists, strings, numbers), so it is refused."
                 )
             check_plain_data(value, where, f"{path}.{key}")
     elif isinstance(node, list | tuple):
@@ -90,7 +90,7 @@ def check_plain_data(node: Any, where: str, path: str) -> None:
     elif not isinstance(node, PLAIN):
         raise UserError(
             f"{where}: {path} holds a {type(node).__name__}; model arguments stored in a "
-            "checkpoint must be plain data (lists, strings, numbers). Refused."
+            "checkpoint must be plain data (lists, strings, numbers), so it is refused."
         )
 
 
