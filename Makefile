@@ -16,7 +16,7 @@ LOCK_EXTRAS := dev,bench
 LATEST ?= .venv-latest
 ARGS ?=
 
-.PHONY: install data train test test-slow test-all test-latest latest-env lock lint bench
+.PHONY: install data train test test-slow test-all test-latest latest-env lock lint bench mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ lock: latest-env
 
 lint:
 	$(PY) -m ruff check .
+
+# mutation score of the default suite per package (hours on 2 cores; README, "Testing")
+MUTATE ?= models losses data utils metrics
+mutation: install
+	$(PY) scripts/mutation.py --packages $(MUTATE)
 
 bench:
 	$(PY) scripts/bench_trainer.py

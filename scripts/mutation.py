@@ -1,0 +1,158 @@
+"""Mutation score of the default test suite, per package, with mutmut.
+
+    python scripts/mutation.py [--packages models losses data utils metrics] [--keep DIR]
+
+mutmut (3.x) mutates one function at a time and runs the default suite's tests that call it
+(`-m "not slow"`): a mutant is killed when one of them fails. mutmut assumes a `src/` layout
+whose package has another name, and this project's package is itself called `src`, so the run
+happens in a temporary copy of the tracked files in which the package is renamed `kx` (the
+directory, the imports, the `_target_` strings of the configs, the paths in the tests); nothing
+else changes. The table gives, per package, killed / (all - skipped) as mutmut counts it
+(timeouts count as killed), and the surviving mutants are written to
+`<copy>/survivors.txt` (with `--keep`, in DIR) to read with `mutmut show <name>` there.
+
+It is a measurement, not a test: the figures are in the README's "Testing" section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "kx"
+TEXT = {".py", ".yaml", ".toml", ".md", ".txt", ".cfg"}
+
+
+def copy_renamed(target: Path) -> None:
+    """The tracked files of the repository in `target`, with the package `src` renamed."""
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        source = ROOT / name
+        if not source.is_file():
+            continue
+        renamed = re.sub(r"^src/", f"{PACKAGE}/", name)
+        destination = target / renamed
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if source.suffix in TEXT:
+            text = source.read_text(encoding="utf-8")
+            text = re.sub(r"\bsrc\.(?=[A-Za-z_])", f"{PACKAGE}.", text)
+            text = re.sub(r"\bsrc/", f"{PACKAGE}/", text)
+            text = re.sub(r"([\"'])src([\"'*])", rf"\g<1>{PACKAGE}\g<2>", text)
+            destination.write_text(text, encoding="utf-8")
+        elif source.suffix == ".ckpt":
+            rename_in_checkpoint(source, destination)
+        else:
+            shutil.copy2(source, destination)
+
+
+def _renamed(node: object) -> object:
+    if isinstance(node, dict):
+        return {key: _renamed(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_renamed(value) for value in node]
+    if isinstance(node, str):
+        return re.sub(r"^src\.", f"{PACKAGE}.", node)
+    return node
+
+
+def rename_in_checkpoint(source: Path, destination: Path) -> None:
+    """A shipped checkpoint (the FID classifier) names its classes in its stored config."""
+    import torch
+
+    ckpt = torch.load(source, map_location="cpu", weights_only=True)
+    if "run_config" in ckpt:
+        ckpt["run_config"] = _renamed(ckpt["run_config"])
+    torch.save(ckpt, destination)
+
+
+def configure(target: Path, packages: list[str]) -> None:
+    """mutmut's settings in the copy's pyproject.toml: what to mutate, what else to copy."""
+    pyproject = target / "pyproject.toml"
+    text = re.sub(r"\n\[tool\.mutmut\][^\[]*", "\n", pyproject.read_text())
+    only = ", ".join(f'"{PACKAGE}/{p}/*"' for p in packages)
+    text += (
+        "\n[tool.mutmut]\n"
+        f'source_paths = ["{PACKAGE}/"]\n'
+        f"only_mutate = [{only}]\n"
+        'also_copy = ["conf/", "scripts/", "assets/", "docs/", "train.py", "eval.py", '
+        '"requirements.lock", "README.md", "Makefile"]\n'
+        'pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider"]\n'
+    )
+    pyproject.write_text(text)
+
+
+def results(target: Path) -> dict[str, collections.Counter]:
+    """Mutant outcomes per package, from `mutmut results --all true`."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"],
+        cwd=target,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    survivors = []
+    for line in done.stdout.splitlines():
+        name, sep, outcome = line.strip().rpartition(": ")
+        if not sep or not name.startswith(f"{PACKAGE}."):
+            continue
+        package = name.split(".")[1]
+        counts[package][outcome] += 1
+        if outcome == "survived":
+            survivors.append(name.replace(f"{PACKAGE}.", "src.", 1))
+    (target / "survivors.txt").write_text("\n".join(survivors) + "\n")
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--packages", nargs="+", default=["models", "losses"])
+    parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args(argv)
+    target = args.keep or Path(tempfile.mkdtemp(prefix="mutation_"))
+    if not (target / "pyproject.toml").is_file():
+        copy_renamed(target)
+    configure(target, args.packages)
+    start = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+        cwd=target,
+        env=env,
+        check=False,
+    )
+    minutes = (time.perf_counter() - start) / 60
+    counts = results(target)
+    print(
+        f"\nmutmut on {', '.join(args.packages)}: {minutes:.0f} min; "
+        f"survivors in {target}/survivors.txt"
+    )
+    print("| package | mutants | killed | survived | no tests | timeout | score |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for package in args.packages:
+        c = counts.get(package, collections.Counter())
+        tested = sum(c.values()) - c["skipped"]
+        score = (c["killed"] + c["timeout"]) / tested if tested else float("nan")
+        print(
+            f"| src/{package}/ | {sum(c.values())} | {c['killed']} | {c['survived']} | "
+            f"{c['no tests']} | {c['timeout']} | {score:.1%} |"
+        )
+    if not args.keep:
+        print(f"(the copy stays in {target}: delete it when done)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
