@@ -30,19 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TINY = [
-    "data=mnist",
-    "data.val_size=100",
-    "data.batch_size=50",
-    "data.eval_batch_size=100",
-    "model.iwae_samples=2",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=4",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "trainer.num_sanity_val_steps=0",
-    "extras.print_config=false",
-]
+from tests.test_faults import TINY  # noqa: E402  (the tiny run of the fault tests)
+
 SIGNAL_AT = "+callbacks.stop._target_=tests.test_faults.SignalAt"
 
 

@@ -6,10 +6,13 @@ mutmut (3.x) mutates one function at a time and runs the default suite's tests t
 (`-m "not slow"`): a mutant is killed when one of them fails. mutmut assumes a `src/` layout
 whose package has another name, and this project's package is itself called `src`, so the run
 happens in a temporary copy of the tracked files in which the package is renamed `kx` (the
-directory, the imports, the `_target_` strings of the configs, the paths in the tests); nothing
-else changes. The table gives, per package, killed / (all - skipped) as mutmut counts it
-(timeouts count as killed), and the surviving mutants are written to
-`<copy>/survivors.txt` (with `--keep`, in DIR) to read with `mutmut show <name>` there.
+directory, the imports, the `_target_` strings of the configs, the paths in the tests), and the
+constructors that Lightning's `save_hyperparameters` reads through their call frame are not
+mutated (mutmut runs a mutated function in a frame of its own); nothing else changes.
+
+The table gives, per package, killed / (all - skipped) as mutmut counts it (timeouts count as
+killed), and the surviving mutants are written to `<copy>/survivors.txt` (with `--keep`, in DIR)
+to read with `mutmut show <name>` there.
 
 It is a measurement, not a test: the figures are in the README's "Testing" section.
 """
@@ -49,6 +52,8 @@ def copy_renamed(target: Path) -> None:
             text = re.sub(r"\bsrc\.(?=[A-Za-z_])", f"{PACKAGE}.", text)
             text = re.sub(r"\bsrc/", f"{PACKAGE}/", text)
             text = re.sub(r"([\"'])src([\"'*])", rf"\g<1>{PACKAGE}\g<2>", text)
+            if renamed.startswith(f"{PACKAGE}/") and source.suffix == ".py":
+                text = keep_init_frames(text)
             destination.write_text(text, encoding="utf-8")
         elif source.suffix == ".ckpt":
             rename_in_checkpoint(source, destination)
@@ -74,6 +79,18 @@ def rename_in_checkpoint(source: Path, destination: Path) -> None:
     if "run_config" in ckpt:
         ckpt["run_config"] = _renamed(ckpt["run_config"])
     torch.save(ckpt, destination)
+
+
+def keep_init_frames(text: str) -> str:
+    """`# pragma: no mutate block` on each constructor that hands its call frame to Lightning's
+    `save_hyperparameters` (or, through super(), to one that does): Lightning reads the
+    arguments from that frame, and a mutated function runs in another one."""
+    parts = re.split(r"(?m)^(    def __init__\(.*)$", text)
+    for i in range(1, len(parts), 2):
+        body = parts[i + 1].split("\n    def ", 1)[0]
+        if "save_hyperparameters" in body or "super().__init__(**" in body:
+            parts[i] += "  # pragma: no mutate block"
+    return "".join(parts)
 
 
 def configure(target: Path, packages: list[str]) -> None:

@@ -26,6 +26,8 @@ class ELBO(nn.Module):
         self, likelihood: Likelihood, kl: Literal["closed_form", "monte_carlo"] = "closed_form"
     ) -> None:
         super().__init__()
+        if kl not in ("closed_form", "monte_carlo"):
+            raise ValueError(f"kl={kl!r}: use closed_form or monte_carlo")
         self.likelihood, self.kl = likelihood, kl
 
     def forward(
