@@ -511,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "ok" if not problems else "skipped" if problems == "skipped" else "FAIL"
             failed += verdict == "FAIL"
             said = outcome.text.splitlines()[-1] if outcome.text else ""
+            said = said.replace(tmp, "<tmp>")
             said = said if len(said) <= 150 else said[:147] + "..."
             if args.markdown:
                 said = said.replace("|", "\\|")

@@ -84,12 +84,18 @@ def rename_in_checkpoint(source: Path, destination: Path) -> None:
 def keep_init_frames(text: str) -> str:
     """`# pragma: no mutate block` on each constructor that hands its call frame to Lightning's
     `save_hyperparameters` (or, through super(), to one that does): Lightning reads the
-    arguments from that frame, and a mutated function runs in another one."""
+    arguments from that frame, and a mutated function runs in another one. mutmut reads the
+    pragma at the end of the signature, after its colon."""
+    pragma = "  # pragma: no mutate block"
     parts = re.split(r"(?m)^(    def __init__\(.*)$", text)
     for i in range(1, len(parts), 2):
         body = parts[i + 1].split("\n    def ", 1)[0]
-        if "save_hyperparameters" in body or "super().__init__(**" in body:
-            parts[i] += "  # pragma: no mutate block"
+        if "save_hyperparameters" not in body and "super().__init__(**" not in body:
+            continue
+        if parts[i].endswith(":"):
+            parts[i] += pragma
+        else:  # the signature's last line is the first one ending in a colon
+            parts[i + 1] = re.sub(r"(?m)^(.*\S:)$", rf"\g<1>{pragma}", parts[i + 1], count=1)
     return "".join(parts)
 
 

@@ -468,8 +468,9 @@ def test_checkpoints_are_written_atomically(tmp_path: Path, monkeypatch) -> None
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as err:
         AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, path)
+    assert err.value.filename == str(path)  # torch says nothing of where it was writing
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
     assert torch.load(path, weights_only=True)["state_dict"]["w"].tolist() == [1.0, 1.0]
 

@@ -21,9 +21,19 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Non
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as err:
         temporary.unlink(missing_ok=True)
+        cause = _os_error(err)
+        if cause is not None and cause.filename is None:  # torch.save's say nothing of where
+            raise OSError(cause.errno, cause.strerror, str(path)) from err
         raise
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """The OSError behind `err` (torch.save turns one into a RuntimeError), if any."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def write_json(path: str | Path, data: Any) -> None:
