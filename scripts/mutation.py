@@ -1,6 +1,7 @@
 """Mutation score of the default test suite, per package, with mutmut.
 
     python scripts/mutation.py [--packages models losses data utils metrics] [--keep DIR]
+                               [--recheck]
 
 mutmut (3.x) mutates one function at a time and runs the default suite's tests that call it
 (`-m "not slow"`): a mutant is killed when one of them fails. mutmut assumes a `src/` layout
@@ -9,6 +10,10 @@ happens in a temporary copy of the tracked files in which the package is renamed
 directory, the imports, the `_target_` strings of the configs, the paths in the tests), and the
 constructors that Lightning's `save_hyperparameters` reads through their call frame are not
 mutated (mutmut runs a mutated function in a frame of its own); nothing else changes.
+
+With `--keep DIR` a later run refreshes the copy from the working tree and carries on where the
+last one stopped: mutmut keeps each verdict whose function did not change. `--recheck` then runs
+the survivors again, against the tests written since.
 
 The table gives, per package, killed / (all - skipped) as mutmut counts it (timeouts count as
 killed), and the surviving mutants are written to `<copy>/survivors.txt` (with `--keep`, in DIR)
@@ -115,6 +120,27 @@ def configure(target: Path, packages: list[str]) -> None:
     pyproject.write_text(text)
 
 
+def mutmut(target: Path, *args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=target, env=env, check=False)
+
+
+def survivors(target: Path) -> list[str]:
+    """mutmut's names of the mutants that survived so far."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results"],
+        cwd=target,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [
+        line.strip().rpartition(": ")[0]
+        for line in done.stdout.splitlines()
+        if line.strip().endswith(": survived")
+    ]
+
+
 def results(target: Path) -> dict[str, collections.Counter]:
     """Mutant outcomes per package, from `mutmut results --all true`."""
     done = subprocess.run(
@@ -143,19 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packages", nargs="+", default=["models", "losses"])
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--recheck", action="store_true", help="run the survivors again")
     args = parser.parse_args(argv)
     target = args.keep or Path(tempfile.mkdtemp(prefix="mutation_"))
-    if not (target / "pyproject.toml").is_file():
-        copy_renamed(target)
+    copy_renamed(target)
     configure(target, args.packages)
     start = time.perf_counter()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
-        cwd=target,
-        env=env,
-        check=False,
-    )
+    children = ("--max-children", str(args.max_children))
+    mutmut(target, "run", *children)
+    if args.recheck and (names := survivors(target)):
+        mutmut(target, "run", *children, *names)
     minutes = (time.perf_counter() - start) / 60
     counts = results(target)
     print(

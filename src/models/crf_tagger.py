@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from src.data.tagging import encode_tokens
+from src.evaluation.figures import transitions_figure
 from src.metrics.spans import SpanF1, format_tagged
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.crf import CRF, allowed_transitions
@@ -157,21 +158,5 @@ class CRFTagger(BaseModule):
 
     def _log_transitions(self) -> None:
         """The learned transition matrix g(i, j) as a heatmap (row: from, column: to)."""
-        import matplotlib.pyplot as plt
-
-        g = self.head.transitions.detach().float().cpu()
-        k = len(self.tags)
-        size = min(12.0, 2.0 + 0.35 * k)
-        fig, ax = plt.subplots(figsize=(size, size))
-        image = ax.imshow(g, cmap="RdBu_r", vmin=-g.abs().max(), vmax=g.abs().max())
-        ax.set_xticks(range(k), self.tags, rotation=90, fontsize=8)
-        ax.set_yticks(range(k), self.tags, fontsize=8)
-        ax.set_xlabel("to tag")
-        ax.set_ylabel("from tag")
-        if k <= 12:
-            for i in range(k):
-                for j in range(k):
-                    ax.text(j, i, f"{g[i, j]:.1f}", ha="center", va="center", fontsize=8)
-        fig.colorbar(image, ax=ax, fraction=0.046)
-        fig.tight_layout()
-        log_figure(self.trainer, "val/transitions", fig)
+        figure = transitions_figure(self.head.transitions, self.tags)
+        log_figure(self.trainer, "val/transitions", figure)

@@ -19,17 +19,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 from src.data.toy2d import Toy2dDistribution, grid_log_density, grid_points, kl_on_grid
+from src.evaluation.figures import density_figure
 from src.losses.contrastive_divergence import ContrastiveDivergence
 from src.metrics.toy2d import kl_decomposition, mode_regions
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.langevin import LangevinSampler, ReplayBuffer, uniform_noise
 from src.utils.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability
 from src.utils.errors import UserError
-from src.utils.images import has_image_logger, log_figure, log_image_grid
+from src.utils.images import has_image_logger, log_figure, log_histogram, log_image_grid
 
 NetFactory = Callable[..., nn.Module]
 
@@ -176,40 +176,16 @@ class EBM(BaseModule):
         grid: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> None:
         """Energy histograms, and sample grids (images) or the density figure (2-d `grid`)."""
-        for lg in self.trainer.loggers:
-            if isinstance(lg, TensorBoardLogger):
-                step = self.global_step
-                lg.experiment.add_histogram("energy/data", e_real.cpu(), step)
-                lg.experiment.add_histogram("energy/buffer_samples", e_fake.cpu(), step)
+        log_histogram(self.trainer, "energy/data", e_real)
+        log_histogram(self.trainer, "energy/buffer_samples", e_fake)
         chains = self.sample(self.hparams.n_image_samples if not self.is_2d else 1000, generator)
         if grid is not None:
-            self._log_density(buffered, chains, *grid)
+            samples = {"buffer": buffered, "fresh long chains": chains}
+            bounds = self.trainer.datamodule.distribution.bounds
+            figure = density_figure(*grid, bounds, "exp(-E)", samples)
+            log_figure(self.trainer, "val/density", figure)
             return
         k = self.hparams.n_image_samples
         nrow = max(1, round(math.sqrt(k)))
         log_image_grid(self.trainer, "val/buffer_samples", buffered[:k], nrow=nrow)
         log_image_grid(self.trainer, "val/chain_samples", chains, nrow=nrow)
-
-    def _log_density(
-        self, buffered: torch.Tensor, chains: torch.Tensor, log_p: torch.Tensor, log_q: torch.Tensor
-    ) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        n = log_p.shape[0]
-        lo, hi = self.trainer.datamodule.distribution.bounds
-        fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
-        for ax, logd, title in ((axes[0], log_p, "true density"), (axes[1], log_q, "exp(-E)")):
-            density = torch.softmax(logd.flatten().double(), 0).reshape(n, n)
-            ax.imshow(density.numpy(), origin="lower", extent=(lo, hi, lo, hi), cmap="viridis")
-            ax.set_title(title)
-        axes[1].set_title(f"exp(-E), KL(true || model) = {kl_on_grid(log_p, log_q):.3f} nats")
-        for points, label in ((buffered, "buffer"), (chains, "fresh long chains")):
-            pts = points.cpu()
-            axes[2].scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, label=label)
-        axes[2].set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", title="samples")
-        axes[2].legend(loc="upper right", markerscale=4)
-        fig.tight_layout()
-        log_figure(self.trainer, "val/density", fig)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.data.toy2d import kl_on_grid
+from src.evaluation.figures import density_figure
 from src.models.components.langevin import LangevinSampler
 from src.models.components.nets import mlp
 from src.models.ebm import energy_on_grid, grid_kl_terms
@@ -153,21 +153,7 @@ class EBMGenerator(WGANGP):
         return energy_on_grid(self.energy, self.trainer.datamodule.distribution, n, self.device)
 
     def _log_density(self, stage: str, log_p: torch.Tensor, neg_energy: torch.Tensor) -> None:
-        import matplotlib.pyplot as plt
-
-        n = self.hparams.grid_size
-        lo, hi = self.trainer.datamodule.distribution.bounds
-        samples = self.sample(2000, self.eval_generator(FIXED_NOISE)).cpu()
-        fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
-        kl = kl_on_grid(log_p, neg_energy)
-        for ax, logd, title in (
-            (axes[0], log_p, "true density"),
-            (axes[1], neg_energy, f"exp(-E), KL(true || model) = {kl:.3f} nats"),
-        ):
-            density = torch.softmax(logd.flatten().double(), 0).reshape(n, n)
-            ax.imshow(density.numpy(), origin="lower", extent=(lo, hi, lo, hi), cmap="viridis")
-            ax.set_title(title)
-        axes[2].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5)
-        axes[2].set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", title="generator samples")
-        fig.tight_layout()
-        log_figure(self.trainer, f"{stage}/density", fig)
+        samples = {"generator": self.sample(2000, self.eval_generator(FIXED_NOISE))}
+        bounds = self.trainer.datamodule.distribution.bounds
+        figure = density_figure(log_p, neg_energy, bounds, "exp(-E)", samples)
+        log_figure(self.trainer, f"{stage}/density", figure)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.evaluation.figures import coupling_rows, pairs_figure
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.utils.bounds import NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
@@ -104,39 +105,15 @@ class MultiItemClassifier(BaseModule):
         routing = getattr(self.net, "routing", None)
         grid = getattr(getattr(self.net, "primary", None), "grid", None)
         if routing is not None and routing.last_coupling is not None and grid is not None:
-            self._log_coupling(images[:8], routing.last_coupling[:8], grid)
-
-    def _log_coupling(
-        self, images: torch.Tensor, coupling: torch.Tensor, grid: tuple[int, int]
-    ) -> None:
-        """Row per image: the image, then c_ij to each class j over the positions i (each map
-        stretched to its own range: the coefficients differ from uniform by a few percent)."""
-        b, _, k = coupling.shape
-        maps = coupling.view(b, -1, *grid, k).mean(1).permute(0, 3, 1, 2)  # (B, K, h, w)
-        low, high = maps.amin((2, 3), keepdim=True), maps.amax((2, 3), keepdim=True)
-        maps = (maps - low) / (high - low).clamp_min(1e-8)  # each map stretched to [0, 1]
-        maps = F.interpolate(maps, size=images.shape[-2:], mode="nearest")
-        rows = torch.cat([images, maps], dim=1).flatten(0, 1)[:, None]  # (B * (1 + K), 1, H, W)
-        log_image_grid(self.trainer, "val/routing_coefficients", rows, nrow=1 + k)
+            coupling = routing.last_coupling[:8]
+            rows = coupling_rows(images[:8], coupling, grid)
+            nrow = 1 + coupling.shape[-1]  # the image, then a map per class
+            log_image_grid(self.trainer, "val/routing_coefficients", rows, nrow=nrow)
 
     def _log_pairs(self, images: torch.Tensor, scores: torch.Tensor, pair: torch.Tensor) -> None:
-        import matplotlib.pyplot as plt
-
         names = getattr(self.trainer.datamodule, "classes", None) or [
             str(i) for i in range(self.n_classes)
         ]
-        n = min(16, len(images))
-        fig, axes = plt.subplots(2, (n + 1) // 2, figsize=(1.6 * ((n + 1) // 2), 6.4))
-        for ax, image, score, truth in zip(
-            axes.flat, images[:n], scores[:n], pair[:n], strict=False
-        ):
-            top = score.topk(2)
-            ax.imshow(image[0].cpu(), cmap="gray")
-            guess = "\n".join(
-                f"{names[int(c)][:9]} {float(s):.2f}" for s, c in zip(*top, strict=True)
-            )
-            right = set(top.indices.tolist()) == set(truth.tolist())
-            ax.set_title(guess, fontsize=7, color="green" if right else "red")
-            ax.axis("off")
-        fig.tight_layout()
-        log_figure(self.trainer, "test/pairs", fig)
+        n = self.hparams.n_image_examples
+        figure = pairs_figure(images[:n], scores[:n], pair[:n], names)
+        log_figure(self.trainer, "test/pairs", figure)

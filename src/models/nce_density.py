@@ -23,6 +23,7 @@ from torch import nn
 from torch.distributions import MultivariateNormal
 
 from src.data.toy2d import Toy2dDistribution, grid_points, kl_on_grid
+from src.evaluation.figures import density_figure
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.nets import mlp
 from src.utils.bounds import PositiveFloat, PositiveInt
@@ -125,26 +126,5 @@ class NCEDensity(BaseModule):
         }
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=True)
         if has_image_logger(self.trainer):
-            self._log_densities(stage, log_g, distribution.bounds)
-
-    def _log_densities(self, stage: str, log_g: torch.Tensor, bounds: tuple[float, float]) -> None:
-        """The true density and exp(G) normalised on the grid, on the same colour scale."""
-        import matplotlib.pyplot as plt
-
-        true = _grid_softmax(self._true_grid)
-        learned = _grid_softmax(log_g)
-        fig, axes = plt.subplots(1, 2, figsize=(8, 4))
-        for ax, density, title in zip(
-            axes, (true, learned), ("true density", "NCE model"), strict=True
-        ):
-            ax.imshow(density, origin="lower", extent=(*bounds, *bounds), vmin=0, vmax=true.max())
-            ax.set_title(title)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        fig.tight_layout()
-        log_figure(self.trainer, f"{stage}/density", fig)
-
-
-def _grid_softmax(log_values: torch.Tensor) -> torch.Tensor:
-    """exp(values) normalised to sum 1 over the grid (-inf cells give 0)."""
-    return (log_values - log_values.logsumexp((0, 1))).exp()
+            figure = density_figure(self._true_grid, log_g, distribution.bounds, "NCE model")
+            log_figure(self.trainer, f"{stage}/density", figure)

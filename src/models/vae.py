@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from src.evaluation.figures import latent_scatter_figure, manifold_codes
 from src.losses.elbo import ELBO
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.latents import GaussianLatent
@@ -97,6 +98,10 @@ class VAE(BaseModule):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n images from the prior: the likelihood's mean at z ~ p(z)."""
         z = self.latent.prior_sample(n, generator=generator).to(self.device)
+        return self.decode(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x | z): the image a code stands for."""
         return self.likelihood.mean(self.decoder(z))
 
     def shared_step(
@@ -139,21 +144,8 @@ class VAE(BaseModule):
 
     def _log_latent_space(self, mu: torch.Tensor, labels: torch.Tensor, n: int = 15) -> None:
         """For a 2-d Gaussian latent: the posterior means by class and the decoded manifold."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         names = getattr(self.trainer.datamodule, "classes", None)
-        fig, ax = plt.subplots(figsize=(6, 6))
-        for c in labels.unique().tolist():
-            pts = mu[labels == c]
-            ax.scatter(pts[:, 0], pts[:, 1], s=3, label=names[c] if names else str(c))
-        ax.legend(markerscale=4, fontsize=7)
-        ax.set(xlabel="z1", ylabel="z2", title="posterior means, validation set")
-        log_figure(self.trainer, "val/latent_scatter", fig)
-        ticks = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, n))
-        grid = torch.stack(torch.meshgrid(ticks, -ticks, indexing="xy"), -1).reshape(-1, 2)
+        log_figure(self.trainer, "val/latent_scatter", latent_scatter_figure(mu, labels, names))
         with torch.no_grad():
-            images = self.likelihood.mean(self.decoder(grid.to(self.device)))
+            images = self.decode(manifold_codes(n).to(self.device))
         log_image_grid(self.trainer, "val/latent_manifold", images, nrow=n)

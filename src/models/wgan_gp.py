@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from src.evaluation.figures import function_figure
 from src.losses.gradient_penalty import WassersteinGP, critic_gradient_norm, interpolate
 from src.metrics.toy2d import mmd, mode_coverage
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
@@ -173,20 +174,11 @@ class WGANGP(BaseModule):
     def _log_critic_contour(
         self, stage: str, distribution: Any, real: torch.Tensor, fake: torch.Tensor
     ) -> None:
-        import matplotlib.pyplot as plt
-
-        lo, hi = distribution.bounds
-        axis = torch.linspace(lo, hi, 100)
-        grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1)
-        with torch.no_grad():
-            values = self.critic(grid.reshape(-1, 2).to(self.device)).view(100, 100).cpu()
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.contourf(axis, axis, values, levels=20, cmap="viridis")
-        ax.scatter(*real.T, s=2, c="white", alpha=0.5, label="real")
-        ax.scatter(*fake.T, s=2, c="red", alpha=0.5, label="generated")
-        ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", title="critic D(x), samples")
-        ax.legend(loc="upper right", fontsize=7)
-        log_figure(self.trainer, f"{stage}/critic_contour", fig)
+        points = {"real": real, "generated": fake}
+        figure = function_figure(
+            self.critic, distribution.bounds, "critic D(x), samples", points, device=self.device
+        )
+        log_figure(self.trainer, f"{stage}/critic_contour", figure)
 
 
 def _is_batch_norm(module: nn.Module) -> bool:

@@ -33,6 +33,12 @@ def log_figure(trainer: pl.Trainer, tag: str, figure: Figure) -> None:
     plt.close(figure)
 
 
+def log_histogram(trainer: pl.Trainer, tag: str, values: torch.Tensor) -> None:
+    """Log the values' histogram at the current global step."""
+    for lg in _tensorboards(trainer):
+        lg.experiment.add_histogram(tag, values.detach().cpu(), global_step=trainer.global_step)
+
+
 def log_text(trainer: pl.Trainer, tag: str, text: str) -> None:
     """Log markdown text (TensorBoard's TEXT tab) at the current global step."""
     for lg in _tensorboards(trainer):

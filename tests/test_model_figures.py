@@ -1,0 +1,265 @@
+"""What each model hands to TensorBoard at the end of an evaluation, with stub networks: the
+tensors behind its figures, image grids and histograms are the model's own quantities on the
+stub (energies, critic values, latent means, decodings, transition scores), computed here."""
+
+from __future__ import annotations
+
+import functools
+import math
+from types import ModuleType
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+import src.models.crf_tagger
+import src.models.ebm
+import src.models.ebm_generator
+import src.models.nce_density
+import src.models.vae
+import src.models.wgan_gp
+from src.data.toy2d import EightGaussians, grid_log_density, grid_points
+from src.evaluation.figures import manifold_codes
+from src.losses.contrastive_divergence import ContrastiveDivergence, MEGLoss
+from src.losses.gradient_penalty import WassersteinGP
+from src.losses.nce import NCELoss
+from src.models.components.langevin import LangevinSampler
+from src.models.components.latents import GaussianLatent
+from src.models.ebm import EBM
+from src.models.ebm_generator import EBMGenerator
+from src.models.nce_density import NCEDensity
+from src.models.wgan_gp import FIXED_NOISE, WGANGP
+from tests.stubs import build_tagger, build_vae, stub_batches
+from tests.stubs_b import Affine, AffineGenerator, ToyBatches, batch, loader, shared_rows, trainer
+
+W, C = (0.9, -0.8), 0.3
+GRID = 8
+
+
+class Sent:
+    """The figures, image grids and histograms a model module logged, by tag."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *modules: ModuleType) -> None:
+        self.figures: dict[str, Any] = {}
+        self.grids: dict[str, tuple[torch.Tensor, int]] = {}
+        self.histograms: dict[str, torch.Tensor] = {}
+        for module in modules:
+            monkeypatch.setattr(module, "log_figure", self._figure, raising=False)
+            monkeypatch.setattr(module, "log_image_grid", self._grid, raising=False)
+            monkeypatch.setattr(module, "log_histogram", self._histogram, raising=False)
+
+    def _figure(self, trainer: Any, tag: str, figure: Any) -> None:
+        self.figures[tag] = figure
+
+    def _grid(self, trainer: Any, tag: str, images: torch.Tensor, nrow: int = 8) -> None:
+        self.grids[tag] = (images.detach().clone(), nrow)
+
+    def _histogram(self, trainer: Any, tag: str, values: torch.Tensor) -> None:
+        self.histograms[tag] = values.detach().clone()
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _validate(model: Any, tmp_path, datamodule: Any = None, loader: Any = None) -> None:
+    run = trainer(logger=TensorBoardLogger(str(tmp_path)))
+    if datamodule is not None:
+        run.validate(model, datamodule=datamodule, verbose=False)
+    else:
+        run.validate(model, dataloaders=loader, verbose=False)
+
+
+def _image_of(figure: Any, panel: int) -> np.ndarray:
+    return np.asarray(figure.axes[panel].images[0].get_array())
+
+
+def _softmax(log_d: torch.Tensor) -> np.ndarray:
+    return torch.softmax(log_d.flatten().double(), 0).reshape(log_d.shape).numpy()
+
+
+def _grid_energy(w: tuple[float, ...], c: float, bounds: tuple[float, float]) -> torch.Tensor:
+    _, _, points = grid_points(bounds, GRID, torch.float32)
+    return points.reshape(-1, 2) @ torch.tensor(w) + c
+
+
+def _toy(val: torch.Tensor) -> ToyBatches:
+    train = batch(torch.zeros(4, 2))
+    return ToyBatches(EightGaussians(), [train], [batch(val)])
+
+
+VAL = torch.tensor([[0.5, -0.2], [1.0, 1.5], [-1.0, 0.3]])
+
+
+def _ebm(data_shape: tuple[int, ...], energy: Affine) -> EBM:
+    sampler = LangevinSampler(1, 0.05, noise=0.0, grad_clamp=None, data_range=(-4.0, 4.0))
+    return EBM(
+        net=lambda data_shape: energy,
+        sampler=sampler,
+        loss=ContrastiveDivergence(alpha=0.1),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+        data_shape=data_shape,
+        buffer_size=50,
+        sample_steps=2,
+        grid_size=GRID,
+        n_image_samples=9,
+    )
+
+
+def test_the_2d_ebm_sends_its_energies_and_exp_minus_e_next_to_the_truth(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.ebm)
+    energy = Affine(W, C)
+    model = _ebm((2,), energy)
+    data = _toy(VAL)
+    _validate(model, tmp_path, datamodule=data)
+    bounds = data.distribution.bounds
+    torch.testing.assert_close(sent.histograms["energy/data"], VAL @ torch.tensor(W) + C)
+    figure = sent.figures["val/density"]
+    _, _, log_p = grid_log_density(data.distribution, GRID)
+    np.testing.assert_allclose(_image_of(figure, 0), _softmax(log_p), rtol=1e-6)
+    minus_e = -_grid_energy(W, C, bounds).reshape(GRID, GRID)
+    np.testing.assert_allclose(_image_of(figure, 1), _softmax(minus_e), rtol=1e-5)
+    buffer_points, chain_points = (
+        torch.as_tensor(np.asarray(c.get_offsets())) for c in figure.axes[2].collections
+    )
+    labels = [t.get_text() for t in figure.axes[2].get_legend().get_texts()]
+    assert labels == ["buffer", "fresh long chains"]
+    assert len(buffer_points) == 9 and len(chain_points) == 1000
+    assert shared_rows(model.buffer.points.float(), buffer_points.float()) == 9
+    e_buffer = buffer_points.float() @ torch.tensor(W) + C
+    torch.testing.assert_close(sent.histograms["energy/buffer_samples"], e_buffer)
+
+
+def test_the_image_ebm_sends_grids_of_buffer_rows_and_of_fresh_chains(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.ebm)
+    model = _ebm((1, 2, 2), Affine((0.1, 0.2), 0.0))
+    images = torch.rand(5, 1, 2, 2, generator=torch.Generator().manual_seed(2))
+    _validate(model, tmp_path, loader=loader([batch(images)]))
+    buffered, nrow = sent.grids["val/buffer_samples"]
+    chains, chain_nrow = sent.grids["val/chain_samples"]
+    assert (len(buffered), nrow, len(chains), chain_nrow) == (9, 3, 9, 3)
+    assert shared_rows(model.buffer.points, buffered) == 9
+    assert shared_rows(model.buffer.points, chains) == 0
+    assert "val/density" not in sent.figures
+
+
+def _wgan_parts() -> dict[str, Any]:
+    return {
+        "generator": AffineGenerator(((1.0, 0.5), (-0.3, 2.0)), (0.2, -0.1)),
+        "critic": Affine(W, C),
+        "optimizer": functools.partial(torch.optim.SGD, lr=0.0),
+        "critic_optimizer": functools.partial(torch.optim.SGD, lr=0.0),
+        "n_critic": 1,
+    }
+
+
+def test_the_toy_wgan_sends_its_critic_under_the_real_and_generated_samples(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.wgan_gp)
+    model = WGANGP(loss=WassersteinGP(lam=1.0), n_eval_samples=1500, **_wgan_parts())
+    data = _toy(VAL)
+    _validate(model, tmp_path, datamodule=data)
+    ax = sent.figures["val/critic_contour"].axes[0]
+    truth, _ = data.distribution.sample(2000, torch.Generator().manual_seed(model.eval_seed))
+    samples = model.sample(1500, model.eval_generator(FIXED_NOISE))
+    real, fake = (torch.as_tensor(np.asarray(c.get_offsets())) for c in ax.collections[1:])
+    torch.testing.assert_close(real.float(), truth[:1000].float())
+    torch.testing.assert_close(fake.float(), samples[:1000].float())
+    lo, hi = data.distribution.bounds
+    corners = torch.tensor([[lo, lo], [hi, lo], [lo, hi], [hi, hi]])
+    d = corners @ torch.tensor(W) + C
+    levels = ax.collections[0].levels
+    assert levels[0] <= float(d.min()) + 1e-6 and levels[-1] >= float(d.max()) - 1e-6
+    assert levels[-1] - levels[0] < 1.5 * float(d.max() - d.min())
+
+
+def test_the_generator_model_sends_exp_minus_e_with_its_samples(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.ebm_generator, src.models.wgan_gp)
+    model = EBMGenerator(
+        statistics=torch.nn.Linear(1, 1), grid_size=GRID, loss=MEGLoss(lam=0.1), **_wgan_parts()
+    )
+    data = _toy(VAL)
+    _validate(model, tmp_path, datamodule=data)
+    figure = sent.figures["val/density"]
+    critic = _grid_energy(W, C, data.distribution.bounds).reshape(GRID, GRID)  # -E = D
+    np.testing.assert_allclose(_image_of(figure, 1), _softmax(critic), rtol=1e-5)
+    (generated,) = figure.axes[2].collections
+    expected = model.sample(2000, model.eval_generator(FIXED_NOISE))
+    torch.testing.assert_close(
+        torch.as_tensor(np.asarray(generated.get_offsets())).float(), expected
+    )
+    assert [t.get_text() for t in figure.axes[2].get_legend().get_texts()] == ["generator"]
+    assert "val/critic_contour" in sent.figures
+
+
+def test_nce_sends_the_true_density_next_to_exp_g(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.nce_density)
+    model = NCEDensity(
+        loss=NCELoss(noise_ratio=2, init_log_z=0.0),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+        hidden=(),
+        noise_scale=1.5,
+        grid_size=GRID,
+    )
+    model.net = Affine(W, C, keepdim=True)
+    data = _toy(VAL)
+    data.data_train = batch(torch.randn(20, 2, generator=torch.Generator().manual_seed(4)))
+    run = trainer(logger=TensorBoardLogger(str(tmp_path)), limit_train_batches=1)
+    run.fit(model, datamodule=data)
+    figure = sent.figures["val/density"]
+    assert len(figure.axes) == 2
+    _, _, log_p = grid_log_density(data.distribution, GRID)
+    np.testing.assert_allclose(_image_of(figure, 0), _softmax(log_p), rtol=1e-6)
+    g = _grid_energy(W, C, data.distribution.bounds).reshape(GRID, GRID)
+    np.testing.assert_allclose(_image_of(figure, 1), _softmax(g), rtol=1e-5)
+    assert figure.axes[1].get_title().startswith("NCE model, KL(true || model) = ")
+
+
+def test_the_2d_vae_sends_its_posterior_means_by_class_and_the_decoded_manifold(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.vae)
+    model = build_vae(latent=GaussianLatent(dim=2))
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 2, (6, 1, 2, 2), generator=gen).float()
+    y = torch.tensor([1, 0, 1, 2, 0, 1])
+
+    class Data(ToyBatches):
+        classes = ("zero", "one", "two")
+
+    data = Data(EightGaussians(), [(x, y)], [(x, y)])
+    _validate(model, tmp_path, datamodule=data)
+    ax = sent.figures["val/latent_scatter"].axes[0]
+    mu = model.latent.mean(model.encoder(x)).detach()
+    for collection, c in zip(ax.collections, (0, 1, 2), strict=True):
+        np.testing.assert_allclose(collection.get_offsets(), mu[y == c].numpy(), rtol=1e-6)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["zero", "one", "two"]
+    images, nrow = sent.grids["val/latent_manifold"]
+    assert nrow == 15
+    torch.testing.assert_close(images, model.decode(manifold_codes(15)).detach())
+
+
+def test_the_crf_tagger_sends_its_transition_scores(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.crf_tagger)
+    model = build_tagger()
+    _validate(model, tmp_path, loader=loader(stub_batches(model)))
+    figure = sent.figures["val/transitions"]
+    np.testing.assert_allclose(_image_of(figure, 0), model.head.transitions.detach().numpy())
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == model.tags
+    assert math.isfinite(float(figure.axes[0].images[0].get_clim()[1]))
