@@ -1,24 +1,36 @@
 """Small promises of the models and their components that no step test pinned, found by mutmut
 alive in src/models/ (README, "Testing"): the Gaussian latent's mean is mu, NCE's evaluation noise
 is loc + L eps exactly, a noise scale below 1 is a noise, the softmax head's default reduction, a
-multilabel test set on its own is the single-item one, and the BiLSTM keeps the batch's padded
-length."""
+multilabel test set on its own is the single-item one, the BiLSTM keeps the batch's padded
+length, the refusals name the fix, the generator model's energies are -D(G(z)), the Gumbel prior
+has one value per sample, and the EBM's KL split uses regions of 3 sigma."""
 
 from __future__ import annotations
 
 import functools
+import math
+import re
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
-from src.data.toy2d import EightGaussians
+from src.data.toy2d import EightGaussians, grid_log_density, grid_points, kl_on_grid
+from src.losses.contrastive_divergence import MEGLoss
 from src.losses.multilabel import MultilabelCE
 from src.losses.nce import NCELoss
-from src.models.components.latents import GaussianLatent
+from src.metrics.toy2d import kl_decomposition, mode_regions
+from src.models.components.latents import GaussianLatent, GumbelSoftmaxLatent
 from src.models.components.tagging import BiLSTM, SoftmaxHead
+from src.models.ebm import grid_kl_terms
+from src.models.ebm_generator import EBMGenerator
 from src.models.multilabel import MultilabelClassifier
 from src.models.nce_density import NCEDensity
-from tests.stubs_b import Affine, ToyBatches, batch, evaluate, trainer
+from src.utils.errors import UserError
+from tests.stubs import build_multi_item
+from tests.stubs_b import Affine, AffineGenerator, ToyBatches, batch, evaluate, loader, trainer
 
 
 def test_the_gaussian_latents_mean_is_mu_not_the_log_variance() -> None:
@@ -58,8 +70,75 @@ def test_a_noise_whose_scale_is_below_one_is_still_a_noise() -> None:
     q = model.noise()
     assert torch.allclose(q.loc, torch.tensor([5.0, -3.0]))
     model.noise_scale_tril.zero_()
-    with pytest.raises(Exception, match="has no noise distribution yet"):
+    message = (
+        "NCEDensity has no noise distribution yet: it is fitted to the training data when "
+        "training starts, or loaded from an NCEDensity checkpoint."
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
         model.noise()
+
+
+class _Images(pl.LightningDataModule):
+    def train_dataloader(self) -> DataLoader:
+        return loader([batch(torch.zeros(2, 2))])
+
+
+def test_nce_refuses_data_without_a_known_density_by_name() -> None:
+    message = (
+        "NCEDensity compares with a known density: use data=toy2d "
+        "(data.name=8gaussians|rings|checkerboard|moons)."
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        trainer().fit(_nce(), datamodule=_Images())
+
+
+def test_a_fixed_size_capsule_net_refuses_the_pairs_by_name() -> None:
+    model = build_multi_item()
+    model.net.fixed_input_size = True
+    message = (
+        "ScoresAndPoses has per-input routing weights and reads only the image size it was "
+        "built for, not the 56x28 pairs: use model=capsnet_small or model=cnn_sigmoid, or "
+        "data.stacked_pairs=0."
+    )
+    pairs = (torch.rand(2, 4), torch.tensor([[0, 1], [2, 3]]))
+    with pytest.raises(UserError, match=re.escape(message)):
+        model.test_step(pairs, 0, dataloader_idx=1)
+
+
+def test_the_generator_models_energies_are_minus_the_critic_of_its_samples() -> None:
+    """What the divergence guard reads after a generator step: `e_fake` = E(G(z)) = -D(G(z))."""
+    generator = AffineGenerator(((1.0, 0.5), (-0.3, 2.0)), (0.2, -0.1))
+    model = EBMGenerator(
+        statistics=nn.Linear(1, 1),
+        entropy_weight=0.0,
+        generator=generator,
+        critic=Affine((0.9, -0.8), 0.3),
+        loss=MEGLoss(lam=0.1),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+        critic_optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+    )
+    terms = model.generator_terms(5)
+    (z,) = generator.calls
+    e_fake = -((z @ generator.a.T + generator.b) @ torch.tensor([0.9, -0.8]) + 0.3)
+    assert list(model.last_energies) == ["e_fake"]
+    torch.testing.assert_close(model.last_energies["e_fake"], e_fake.detach())
+    torch.testing.assert_close(terms["generator_loss"], e_fake.mean())
+
+
+def test_the_gumbel_prior_is_one_log_density_per_sample() -> None:
+    latent = GumbelSoftmaxLatent(n_vars=3, n_classes=4)
+    z = torch.rand(5, 12)
+    torch.testing.assert_close(latent.log_prior(z), torch.full((5,), -3 * math.log(4)))
+
+
+def test_the_ebm_splits_the_grid_kl_with_regions_of_three_sigma() -> None:
+    dist = EightGaussians()
+    _, _, log_p = grid_log_density(dist, 30)
+    log_q = torch.zeros(30, 30)
+    _, _, points = grid_points(dist.bounds, 30)
+    region = mode_regions(points.reshape(-1, 2), dist.modes, 3 * dist.scale)
+    expected = {"kl": kl_on_grid(log_p, log_q), **kl_decomposition(log_p, log_q, region, 8)}
+    assert grid_kl_terms(log_p, log_q, dist) == pytest.approx(expected)
 
 
 def test_the_softmax_heads_default_reduction_is_the_mean_over_sentences() -> None:
