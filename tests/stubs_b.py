@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from src.data.toy2d import Toy2dDistribution
+from src.data.toy_distributions import Toy2dDistribution
 from src.models.components.gan_nets import Generator
 from tests.conftest import quiet_trainer
 

@@ -13,8 +13,9 @@ from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.callbacks.divergence_guard import DivergenceError, DivergenceGuard
-from src.data.toy2d import EightGaussians, grid_log_density
+from src.data.toy_distributions import EightGaussians
 from src.losses.contrastive_divergence import ContrastiveDivergence
+from src.metrics.toy2d import grid_log_density
 from src.models.components.energy_nets import ConvEnergy, MLPEnergy
 from src.train import build, train
 from tests.conftest import needs_fashion, quiet_trainer, run_script

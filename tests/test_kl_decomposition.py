@@ -7,8 +7,14 @@ import math
 import pytest
 import torch
 
-from src.data.toy2d import EightGaussians, grid_log_density, grid_points, kl_on_grid
-from src.metrics.toy2d import kl_decomposition, mode_regions
+from src.data.toy_distributions import EightGaussians
+from src.metrics.toy2d import (
+    grid_log_density,
+    grid_points,
+    kl_decomposition,
+    kl_on_grid,
+    mode_regions,
+)
 
 N = 60
 

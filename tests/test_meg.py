@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import open_dict
 
-from src.data.toy2d import kl_on_grid
 from src.losses.contrastive_divergence import MEGLoss
+from src.metrics.toy2d import kl_on_grid
 from src.models.ebm_generator import StatisticsNet, jsd_mutual_information
 from src.train import build, train
 from src.utils.checkpoint import load_model, read_checkpoint, run_config

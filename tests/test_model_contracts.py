@@ -17,14 +17,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from src.data.toy2d import EightGaussians, grid_log_density, grid_points, kl_on_grid
+from src.data.toy_distributions import EightGaussians
 from src.losses.contrastive_divergence import MEGLoss
 from src.losses.multilabel import MultilabelCE
 from src.losses.nce import NCELoss
-from src.metrics.toy2d import kl_decomposition, mode_regions
+from src.metrics.toy2d import (
+    grid_kl_terms,
+    grid_log_density,
+    grid_points,
+    kl_decomposition,
+    kl_on_grid,
+    mode_regions,
+)
 from src.models.components.latents import GaussianLatent, GumbelSoftmaxLatent
 from src.models.components.tagging import BiLSTM, SoftmaxHead
-from src.models.ebm import grid_kl_terms
 from src.models.ebm_generator import EBMGenerator
 from src.models.multilabel import MultilabelClassifier
 from src.models.nce_density import NCEDensity

@@ -21,11 +21,12 @@ import src.models.ebm_generator
 import src.models.nce_density
 import src.models.vae
 import src.models.wgan_gp
-from src.data.toy2d import EightGaussians, grid_log_density, grid_points
+from src.data.toy_distributions import EightGaussians
 from src.evaluation.figures import manifold_codes
 from src.losses.contrastive_divergence import ContrastiveDivergence, MEGLoss
 from src.losses.gradient_penalty import WassersteinGP
 from src.losses.nce import NCELoss
+from src.metrics.toy2d import grid_log_density, grid_points
 from src.models.components.langevin import LangevinSampler
 from src.models.components.latents import GaussianLatent
 from src.models.ebm import EBM

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from src.data.toy2d import EightGaussians
+from src.data.toy_distributions import EightGaussians
 from src.losses.nce import NCELoss
 from src.models.nce_density import NCEDensity
 from tests.stubs_b import (

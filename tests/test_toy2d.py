@@ -12,19 +12,17 @@ import pytest
 import torch
 from scipy import stats
 
-from src.data.toy2d import (
+from src.data.toy2d import Toy2dDataModule
+from src.data.toy_distributions import (
     Checkerboard,
     EightGaussians,
     Moons,
     Rings,
-    Toy2dDataModule,
     Toy2dDistribution,
     available_distributions,
-    grid_log_density,
-    grid_points,
-    kl_on_grid,
     make_distribution,
 )
+from src.metrics.toy2d import grid_log_density, grid_points, kl_on_grid
 
 NAMES = ["8gaussians", "rings", "checkerboard", "moons"]
 

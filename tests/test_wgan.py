@@ -153,7 +153,7 @@ def test_weight_clipping_without_a_penalty(make_cfg, tmp_path: Path) -> None:
 
 
 def test_mode_coverage_of_the_true_distribution_and_of_a_collapsed_one() -> None:
-    from src.data.toy2d import make_distribution
+    from src.data.toy_distributions import make_distribution
 
     dist = make_distribution("8gaussians")
     x, _ = dist.sample(20000, torch.Generator().manual_seed(0))

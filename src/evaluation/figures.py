@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from src.data.toy2d import kl_on_grid
+from src.metrics.toy2d import kl_on_grid
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -8,6 +8,9 @@
 - `mmd`: the unbiased squared maximum mean discrepancy with a sum of Gaussian kernels,
       MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y),  k(a, b) = sum_s exp(-|a - b|^2 / (2 s^2)),
   between model samples and a large sample of the true distribution; 0 iff the two are equal.
+- `grid_points`, `grid_log_density`, `kl_on_grid`: densities on an n x n grid of cell midpoints
+  over the distribution's box, and KL(true || model) with both normalised over the cells;
+  `model_on_grid` and `grid_kl_terms` give a model's values there and the KL with its split.
 - `kl_decomposition`: where a grid KL(p || q) comes from. With the cells split into the regions
   near each mode and the rest, the chain rule of KL gives exactly
 
@@ -20,10 +23,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+
+@runtime_checkable
+class KnownDensity(Protocol):
+    """What the grid measures need of a true distribution (`src.data.toy_distributions`)."""
+
+    @property
+    def bounds(self) -> tuple[float, float]: ...
+
+    @property
+    def modes(self) -> Tensor: ...
+
+    @property
+    def scale(self) -> float: ...
+
+    def log_prob(self, x: Tensor) -> Tensor: ...
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
 
 
 def mode_coverage(
@@ -95,3 +118,83 @@ def _region_mass(prob: Tensor, region: Tensor, n_regions: int) -> Tensor:
 def _kl_terms(weight: Tensor, log_ratio: Tensor) -> Tensor:
     """sum weight * log_ratio, with the terms of zero weight 0 (0 log 0 = 0)."""
     return torch.where(weight > 0, weight * log_ratio, torch.zeros_like(weight)).sum()
+
+
+def grid_points(
+    bounds: tuple[float, float], n: int = 200, dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Cell midpoints of an n x n grid over `[lo, hi]^2`.
+
+    Returns `(xs, ys, points)` with `xs`, `ys` of shape (n,) and `points` of shape (n, n, 2) where
+    `points[i, j] = (xs[j], ys[i])` (rows are y, as `imshow(..., origin="lower")` expects). All
+    cells have area ((hi - lo) / n)^2.
+    """
+    if n < 1:
+        raise ValueError(f"grid size must be >= 1, got {n}")
+    lo, hi = bounds
+    xs = lo + (torch.arange(n, dtype=dtype) + 0.5) * ((hi - lo) / n)
+    ys = xs.clone()
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return xs, ys, torch.stack([xx, yy], dim=-1)
+
+
+def grid_log_density(
+    dist: KnownDensity, n: int = 200, dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor, Tensor]:
+    """`(xs, ys, logp)`: the true log density at the cell midpoints of an n x n grid over
+    `dist.bounds`, with `logp[i, j] = log p(xs[j], ys[i])` (see `grid_points`)."""
+    xs, ys, points = grid_points(dist.bounds, n, dtype)
+    return xs, ys, dist.log_prob(points)
+
+
+def kl_on_grid(log_p_true: Tensor, log_q_unnormalised: Tensor) -> float:
+    """KL(true || model) in nats between two densities given as log values on the same grid.
+
+    Both are normalised numerically over the grid cells (a softmax over all cells, which is exact
+    for equal-area cells), i.e. treated as discrete distributions over cells. Cells where the true
+    density is 0 (`-inf`) contribute 0; a model `-inf` where the true density is positive gives
+    `inf`. NaN in either input gives NaN (as does `+inf` in the model).
+    """
+    if log_p_true.shape != log_q_unnormalised.shape:
+        raise ValueError(
+            f"shape mismatch: {tuple(log_p_true.shape)} vs {tuple(log_q_unnormalised.shape)}"
+        )
+    lp = log_p_true.detach().to(torch.float64).flatten()
+    lq = log_q_unnormalised.detach().to(torch.float64).flatten()
+    if lp.isnan().any() or lq.isnan().any():
+        return math.nan
+    support = lp > -math.inf
+    if not support.any():
+        raise ValueError("the true density is zero on every grid cell")
+    lp = lp - torch.logsumexp(lp, dim=0)
+    if (lq[support] == -math.inf).any():
+        return math.inf
+    lq = lq - torch.logsumexp(lq, dim=0)
+    lp, lq = lp[support], lq[support]
+    return float((lp.exp() * (lp - lq)).sum())
+
+
+@torch.no_grad()
+def model_on_grid(
+    log_density: Callable[[Tensor], Tensor],
+    dist: KnownDensity,
+    n: int,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """(true log p, the model's unnormalised log density) at the cell midpoints of an n x n grid
+    over the distribution's box; `log_density` maps (N, 2) float32 points to (N,)."""
+    _, _, log_p = grid_log_density(dist, n)
+    _, _, points = grid_points(dist.bounds, n, torch.float32)
+    log_q = log_density(points.reshape(-1, 2).to(device)).reshape(n, n)
+    return log_p, log_q.cpu()
+
+
+def grid_kl_terms(log_p: Tensor, log_q: Tensor, dist: KnownDensity) -> dict[str, float]:
+    """`kl` = KL(true || model) on the grid and, for distributions with modes, its split into
+    `kl_mass`, `kl_shares`, `kl_within` (`kl_decomposition`, regions of 3 sigma)."""
+    terms = {"kl": kl_on_grid(log_p, log_q)}
+    if len(dist.modes):
+        _, _, points = grid_points(dist.bounds, log_p.shape[0])
+        region = mode_regions(points.reshape(-1, 2), dist.modes, 3 * dist.scale)
+        terms.update(kl_decomposition(log_p, log_q, region, len(dist.modes)))
+    return terms

@@ -21,10 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.data.toy2d import Toy2dDistribution, grid_log_density, grid_points, kl_on_grid
 from src.evaluation.figures import density_figure
 from src.losses.contrastive_divergence import ContrastiveDivergence
-from src.metrics.toy2d import kl_decomposition, mode_regions
+from src.metrics.toy2d import grid_kl_terms, kl_on_grid, model_on_grid
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.langevin import LangevinSampler, ReplayBuffer, uniform_noise
 from src.utils.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability
@@ -32,33 +31,6 @@ from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure, log_histogram, log_image_grid
 
 NetFactory = Callable[..., nn.Module]
-
-
-@torch.no_grad()
-def energy_on_grid(
-    energy: Callable[[torch.Tensor], torch.Tensor],
-    dist: Toy2dDistribution,
-    n: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(true log p, -E) at the cell midpoints of an n x n grid over the distribution's box."""
-    _, _, log_p = grid_log_density(dist, n)
-    _, _, points = grid_points(dist.bounds, n, torch.float32)
-    neg_energy = -energy(points.reshape(-1, 2).to(device)).reshape(n, n)
-    return log_p, neg_energy.cpu()
-
-
-def grid_kl_terms(
-    log_p: torch.Tensor, log_q: torch.Tensor, dist: Toy2dDistribution
-) -> dict[str, float]:
-    """`kl` = KL(true || model) on the grid and, for distributions with modes, its split into
-    `kl_mass`, `kl_shares`, `kl_within` (src/metrics/toy2d.py `kl_decomposition`)."""
-    terms = {"kl": kl_on_grid(log_p, log_q)}
-    if len(dist.modes):
-        _, _, points = grid_points(dist.bounds, log_p.shape[0])
-        region = mode_regions(points.reshape(-1, 2), dist.modes, 3 * dist.scale)
-        terms.update(kl_decomposition(log_p, log_q, region, len(dist.modes)))
-    return terms
 
 
 class EBM(BaseModule):
@@ -101,6 +73,10 @@ class EBM(BaseModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """E(x), (B,)."""
         return self.energy(x)
+
+    def log_density(self, x: torch.Tensor) -> torch.Tensor:
+        """The unnormalised log p(x) = -E(x), (B,)."""
+        return -self.energy(x)
 
     def sample(
         self, n: int, generator: torch.Generator | None = None, steps: int | None = None
@@ -161,7 +137,7 @@ class EBM(BaseModule):
 
     def grid_log_density(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(true log p, model -E) on the n x n cell midpoints over the data's box."""
-        return energy_on_grid(self.energy, self.trainer.datamodule.distribution, n, self.device)
+        return model_on_grid(self.log_density, self.trainer.datamodule.distribution, n, self.device)
 
     def grid_kl(self, n: int) -> float:
         """KL(true || model) in nats, both densities normalised over the grid's cells."""

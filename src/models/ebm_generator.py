@@ -44,9 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.evaluation.figures import density_figure
+from src.metrics.toy2d import grid_kl_terms, model_on_grid
 from src.models.components.langevin import LangevinSampler
 from src.models.components.nets import mlp
-from src.models.ebm import energy_on_grid, grid_kl_terms
 from src.models.wgan_gp import FIXED_NOISE, WGANGP
 from src.utils.bounds import NonNegativeFloat, PositiveInt
 from src.utils.errors import UserError
@@ -106,6 +106,10 @@ class EBMGenerator(WGANGP):
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         return -self.critic(x)
 
+    def log_density(self, x: torch.Tensor) -> torch.Tensor:
+        """The unnormalised log p(x) = -E(x) = D(x)."""
+        return self.critic(x)
+
     def configure_optimizers(self) -> Any:
         optimizers, schedulers = super().configure_optimizers()
         optimizers[0].add_param_group({"params": list(self.statistics.parameters())})
@@ -150,7 +154,7 @@ class EBMGenerator(WGANGP):
 
     def grid_log_density(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(true log p, model -E) on the n x n cell midpoints over the data's box."""
-        return energy_on_grid(self.energy, self.trainer.datamodule.distribution, n, self.device)
+        return model_on_grid(self.log_density, self.trainer.datamodule.distribution, n, self.device)
 
     def _log_density(self, stage: str, log_p: torch.Tensor, neg_energy: torch.Tensor) -> None:
         samples = {"generator": self.sample(2000, self.eval_generator(FIXED_NOISE))}

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
 
-from src.data.toy2d import Toy2dDistribution, grid_points, kl_on_grid
 from src.evaluation.figures import density_figure
+from src.metrics.toy2d import KnownDensity, grid_points, kl_on_grid
 from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.nets import mlp
 from src.utils.bounds import PositiveFloat, PositiveInt
@@ -68,9 +68,9 @@ class NCEDensity(BaseModule):
             )
         return MultivariateNormal(self.noise_loc, scale_tril=self.noise_scale_tril)
 
-    def _distribution(self) -> Toy2dDistribution:
+    def _distribution(self) -> KnownDensity:
         distribution = getattr(self.trainer.datamodule, "distribution", None)
-        if not isinstance(distribution, Toy2dDistribution):
+        if not isinstance(distribution, KnownDensity):
             raise UserError(
                 f"{type(self).__name__} compares with a known density: use data=toy2d "
                 "(data.name=8gaussians|rings|checkerboard|moons)."
