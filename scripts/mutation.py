@@ -8,8 +8,8 @@ mutmut (3.x) mutates one function at a time and runs the default suite's tests t
 whose package has another name, and this project's package is itself called `src`, so the run
 happens in a temporary copy of the tracked files in which the package is renamed `kx` (the
 directory, the imports, the `_target_` strings of the configs, the paths in the tests), and the
-constructors that Lightning's `save_hyperparameters` reads through their call frame are not
-mutated (mutmut runs a mutated function in a frame of its own); nothing else changes.
+functions whose call frame Lightning's `save_hyperparameters` reads (the models' constructors)
+are not mutated (mutmut runs a mutated function in a frame of its own); nothing else changes.
 
 With `--keep DIR` a later run refreshes the copy from the working tree and carries on where the
 last one stopped: mutmut keeps each verdict whose function did not change. `--recheck` then runs
@@ -58,7 +58,8 @@ def copy_renamed(target: Path) -> None:
             text = re.sub(r"\bsrc/", f"{PACKAGE}/", text)
             text = re.sub(r"([\"'])src([\"'*])", rf"\g<1>{PACKAGE}\g<2>", text)
             if renamed.startswith(f"{PACKAGE}/") and source.suffix == ".py":
-                text = keep_init_frames(text)
+                model_file = re.fullmatch(rf"{PACKAGE}/models/\w+\.py", renamed) is not None
+                text = keep_init_frames(text, model_file)
             destination.write_text(text, encoding="utf-8")
         elif source.suffix == ".ckpt":
             rename_in_checkpoint(source, destination)
@@ -86,16 +87,19 @@ def rename_in_checkpoint(source: Path, destination: Path) -> None:
     torch.save(ckpt, destination)
 
 
-def keep_init_frames(text: str) -> str:
-    """`# pragma: no mutate block` on each constructor that hands its call frame to Lightning's
-    `save_hyperparameters` (or, through super(), to one that does): Lightning reads the
-    arguments from that frame, and a mutated function runs in another one. mutmut reads the
+def keep_init_frames(text: str, model_file: bool = False) -> str:
+    """`# pragma: no mutate block` on each function whose call frame Lightning reads: the
+    constructors that call `save_hyperparameters` or `save_hparams`, every constructor of a model
+    (Lightning walks up the frames of the subclasses' constructors), and `save_hparams`, which
+    hands on its caller's frame. A mutated function runs in a frame of its own. mutmut reads the
     pragma at the end of the signature, after its colon."""
     pragma = "  # pragma: no mutate block"
-    parts = re.split(r"(?m)^(    def __init__\(.*)$", text)
+    parts = re.split(r"(?m)^(    def \w+\(.*)$", text)
     for i in range(1, len(parts), 2):
         body = parts[i + 1].split("\n    def ", 1)[0]
-        if "save_hyperparameters" not in body and "super().__init__(**" not in body:
+        constructor = parts[i].startswith("    def __init__(")
+        saves = "save_hyperparameters" in body or "save_hparams(" in body
+        if not ("currentframe()" in body or (constructor and (saves or model_file))):
             continue
         if parts[i].endswith(":"):
             parts[i] += pragma

@@ -400,8 +400,9 @@ def test_the_plain_data_check_refuses_objects() -> None:
     "choice", [f"model={m}" for m in MODEL_CONFIGS] + [f"experiment={e}" for e in EXPERIMENTS]
 )
 def test_saved_hyperparameters_are_plain_data(make_cfg, tmp_path: Path, choice: str) -> None:
-    """Catches: a module, nn.Module, partial or other object (a new constructor argument not in
-    NOT_HPARAMS) in `hparams`, which the checkpoint stores and `weights_only` loading refuses."""
+    """Catches: a module, nn.Module, partial or other object (a kind of constructor argument that
+    `BaseModule.save_hparams`'s rule misses) in `hparams`, which the checkpoint stores and
+    `weights_only` loading refuses."""
     limit = ["data.limit_sentences=100"] if "crf" in choice else []
     _, model = build(make_cfg(choice, *limit))
     hparams = dict(model.hparams)

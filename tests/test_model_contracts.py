@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from typing import Any
 
 import lightning.pytorch as pl
 import pytest
@@ -18,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from src.data.toy_distributions import EightGaussians
+from src.losses.classification import CrossEntropy
 from src.losses.contrastive_divergence import MEGLoss
 from src.losses.multilabel import MultilabelCE
 from src.losses.nce import NCELoss
@@ -29,6 +31,7 @@ from src.metrics.toy2d import (
     kl_on_grid,
     mode_regions,
 )
+from src.models.base import BaseModule
 from src.models.components.latents import GaussianLatent, GumbelSoftmaxLatent
 from src.models.components.tagging import BiLSTM, SoftmaxHead
 from src.models.ebm_generator import EBMGenerator
@@ -182,3 +185,36 @@ def test_the_bilstm_keeps_the_padded_length_of_its_batch() -> None:
     out = encoder(tokens, mask)
     assert out.shape == (2, 5, 6)
     assert bool((out[~mask] == 0).all()) and bool((out[mask] != 0).any())
+
+
+_FACTORY = functools.partial(nn.Linear, 2)
+
+
+class _Probe(BaseModule):
+    loss_task = CrossEntropy.task
+
+    def __init__(
+        self,
+        head: nn.Module,
+        factory: Any = _FACTORY,
+        width: int = 3,
+        names: tuple[str, ...] = ("a",),
+        kind: type = nn.ReLU,
+    ) -> None:
+        super().__init__(CrossEntropy(), functools.partial(torch.optim.SGD, lr=0.0))
+        self.save_hparams(ignore=["names"])
+        self.head = head
+
+
+class _SubProbe(_Probe):
+    def __init__(self, extra: nn.Module, rate: float = 0.5) -> None:
+        super().__init__(nn.Linear(2, 2), width=4)
+        self.extra = extra
+
+
+def test_hparams_leave_out_modules_factories_and_classes_by_rule() -> None:
+    """No list to extend: a new module-, partial- or class-valued argument stays out of the
+    hparams, data stays in (`ignore` leaves out data kept elsewhere), and a subclass's own
+    arguments are read from its constructor's frame too."""
+    assert dict(_Probe(nn.Linear(2, 2)).hparams) == {"width": 3}
+    assert dict(_SubProbe(nn.Linear(1, 1)).hparams) == {"width": 4, "rate": 0.5}

@@ -1,39 +1,25 @@
 """What every model shares: optimiser set-up, one shared step for train/val/test, metric logging,
 deterministic evaluation noise, and the check that the chosen loss plugin fits the model.
 
-A new model subclasses `BaseModule`, sets `loss_task` and implements `shared_step`.
+A new model subclasses `BaseModule`, sets `loss_task`, implements `shared_step` and calls
+`self.save_hparams()` in its constructor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.parsing import collect_init_args
 from torch import nn
 
 from src.utils.errors import UserError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
-# constructor arguments that are modules or partials: kept out of the checkpoint's hparams
-NOT_HPARAMS = [
-    "loss",
-    "optimizer",
-    "scheduler",
-    "encoder",
-    "decoder",
-    "latent",
-    "net",
-    "generator",
-    "critic",
-    "critic_optimizer",
-    "critic_scheduler",
-    "statistics",
-    "refine",
-    "refine_code",
-]
 
 
 class BaseModule(LightningModule):
@@ -58,6 +44,18 @@ class BaseModule(LightningModule):
         self.loss = loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.eval_seed = eval_seed
+
+    def save_hparams(self, logger: bool = True, ignore: Sequence[str] = ()) -> None:
+        """Lightning's `save_hyperparameters` for the calling constructor (and those of the
+        subclasses that called it), leaving out by rule every argument that is code rather than
+        data: modules, optimizer and network factories, classes. The config rebuilds those, and a
+        checkpoint's hparams stay plain data. `ignore` leaves out data kept elsewhere."""
+        frame = inspect.currentframe().f_back
+        arguments: dict[str, Any] = {}
+        for constructor in collect_init_args(frame, [], classes=(LightningModule,)):
+            arguments.update(constructor)
+        code = [name for name, value in arguments.items() if callable(value)]
+        self.save_hyperparameters(ignore=[*ignore, *code], frame=frame, logger=logger)
 
     def shared_step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
         raise NotImplementedError

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 
 
 class Classifier(BaseModule):
@@ -26,7 +26,7 @@ class Classifier(BaseModule):
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
-        self.save_hyperparameters(logger=False, ignore=NOT_HPARAMS)
+        self.save_hparams(logger=False)
         self.net = net
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 from src.data.tagging import encode_tokens
 from src.evaluation.figures import transitions_figure
 from src.metrics.spans import SpanF1, format_tagged
-from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.crf import CRF, allowed_transitions
 from src.models.components.tagging import SoftmaxHead
 from src.utils.bounds import NonNegativeInt, PositiveFloat
@@ -63,7 +63,7 @@ class CRFTagger(BaseModule):
             )
         if head not in ("crf", "softmax"):
             raise UserError(f"model.head={head!r}: use crf or softmax.")
-        self.save_hyperparameters(ignore=[*NOT_HPARAMS, *DATA_KWARGS])
+        self.save_hparams(ignore=DATA_KWARGS)
         self.vocab, self.tags, self.scheme = list(vocab), list(tags), scheme
         self.token_index = {token: i for i, token in enumerate(self.vocab)}
         self.encoder = encoder(vocab_size=len(self.vocab))

@@ -24,7 +24,7 @@ from torch import nn
 from src.evaluation.figures import density_figure
 from src.losses.contrastive_divergence import ContrastiveDivergence
 from src.metrics.toy2d import grid_kl_terms, kl_on_grid, model_on_grid
-from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.langevin import LangevinSampler, ReplayBuffer, uniform_noise
 from src.utils.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability
 from src.utils.errors import UserError
@@ -54,7 +54,7 @@ class EBM(BaseModule):
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
-        self.save_hyperparameters(logger=False, ignore=[*NOT_HPARAMS, "sampler"])
+        self.save_hparams(logger=False)
         if sampler.data_range is None:
             raise UserError(
                 "the EBM's sampler needs a data_range (the box its chains start in and stay in), "

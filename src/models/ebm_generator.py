@@ -44,11 +44,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.evaluation.figures import density_figure
+from src.losses.contrastive_divergence import MEGLoss
 from src.metrics.toy2d import grid_kl_terms, model_on_grid
+from src.models.base import OptimizerFactory, SchedulerFactory
+from src.models.components.gan_nets import Generator
 from src.models.components.langevin import LangevinSampler
 from src.models.components.nets import mlp
 from src.models.wgan_gp import FIXED_NOISE, WGANGP
-from src.utils.bounds import NonNegativeFloat, PositiveInt
+from src.utils.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure
 
@@ -87,14 +90,36 @@ class EBMGenerator(WGANGP):
 
     def __init__(
         self,
+        generator: Generator,
+        critic: nn.Module,
         statistics: nn.Module,
+        loss: MEGLoss,
+        optimizer: OptimizerFactory,
+        critic_optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        critic_scheduler: SchedulerFactory | None = None,
+        n_critic: PositiveInt = 5,
+        n_eval_samples: PositiveInt = 10000,
+        n_image_samples: NonNegativeInt = 64,
+        eval_seed: int = 0,
         entropy_weight: NonNegativeFloat = 1.0,
         refine: LangevinSampler | None = None,
         refine_code: LangevinSampler | None = None,
         grid_size: PositiveInt = 200,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(
+            generator,
+            critic,
+            loss,
+            optimizer,
+            critic_optimizer,
+            scheduler,
+            critic_scheduler,
+            n_critic,
+            n_eval_samples,
+            n_image_samples,
+            eval_seed,
+        )
         if refine_code is not None and getattr(self.generator, "code", "normal") != "normal":
             raise UserError(
                 "model.refine_code samples codes under a N(0, I) prior: set "

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.evaluation.figures import coupling_rows, pairs_figure
-from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.utils.bounds import NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure, log_image_grid
@@ -44,7 +44,7 @@ class MultiItemClassifier(BaseModule):
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
-        self.save_hyperparameters(ignore=NOT_HPARAMS)
+        self.save_hparams()
         self.net, self.decoder, self.n_classes = net, decoder, n_classes
         self._examples: dict[str, Any] = {}
 

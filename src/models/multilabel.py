@@ -25,7 +25,7 @@ from torch import nn
 from torchmetrics.classification import MultilabelF1Score
 
 from src.losses.multilabel import multilabel_predict
-from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.utils.bounds import PositiveInt
 
 
@@ -61,7 +61,7 @@ class MultilabelClassifier(BaseModule):
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
-        self.save_hyperparameters(ignore=NOT_HPARAMS)
+        self.save_hparams()
         self.net, self.n_classes = net, n_classes
         self.micro_f1 = nn.ModuleDict(
             {

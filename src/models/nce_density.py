@@ -24,7 +24,7 @@ from torch.distributions import MultivariateNormal
 
 from src.evaluation.figures import density_figure
 from src.metrics.toy2d import KnownDensity, grid_points, kl_on_grid
-from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.nets import mlp
 from src.utils.bounds import PositiveFloat, PositiveInt
 from src.utils.errors import UserError
@@ -48,7 +48,7 @@ class NCEDensity(BaseModule):
         super().__init__(loss, optimizer, scheduler, eval_seed)
         if noise_scale <= 0:
             raise UserError(f"model.noise_scale={noise_scale} must be positive (try 1.0).")
-        self.save_hyperparameters(ignore=NOT_HPARAMS)
+        self.save_hparams()
         self.net = mlp([2, *hidden, 1], activation=nn.SiLU)
         # q's mean and Cholesky factor, fitted to the training data at the start of fitting and
         # saved with the weights; all zeros until then

@@ -18,7 +18,7 @@ from torch import nn
 
 from src.evaluation.figures import latent_scatter_figure, manifold_codes
 from src.losses.elbo import ELBO
-from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.latents import GaussianLatent
 from src.utils.bounds import NonNegativeInt
 from src.utils.images import has_image_logger, log_figure, log_image_grid
@@ -44,7 +44,7 @@ class VAE(BaseModule):
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
-        self.save_hyperparameters(logger=False, ignore=NOT_HPARAMS)
+        self.save_hparams(logger=False)
         self.latent = latent
         self.encoder = encoder(image_shape=image_shape, out_dim=latent.param_dim)
         self.decoder = decoder(image_shape=image_shape, in_dim=latent.dim)

@@ -28,7 +28,7 @@ from torch import nn
 from src.evaluation.figures import function_figure
 from src.losses.gradient_penalty import WassersteinGP, critic_gradient_norm, interpolate
 from src.metrics.toy2d import mmd, mode_coverage
-from src.models.base import NOT_HPARAMS, BaseModule, OptimizerFactory, SchedulerFactory
+from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.gan_nets import Generator
 from src.utils.bounds import NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
@@ -68,7 +68,7 @@ class WGANGP(BaseModule):
                 f"the critic has {batch_norms[0]}: batch normalisation couples the samples of a "
                 "batch and breaks the per-sample gradient penalty; use LayerNorm or no norm."
             )
-        self.save_hyperparameters(logger=False, ignore=NOT_HPARAMS)
+        self.save_hparams(logger=False)
         self.automatic_optimization = False
         self.generator, self.critic = generator, critic
         self.critic_optimizer_factory, self.critic_scheduler_factory = (
