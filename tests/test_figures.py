@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from src.evaluation.figures import (
+    PANEL,
     coupling_rows,
     density_figure,
     function_figure,
@@ -48,6 +49,7 @@ def test_grid_probabilities_normalise_over_all_cells_and_give_zero_to_minus_inf(
 def test_the_density_figure_shows_both_densities_on_one_scale_and_the_kl() -> None:
     log_p, log_q = _log_densities()
     fig = density_figure(log_p, log_q, BOUNDS, "exp(-E)")
+    assert tuple(fig.get_size_inches()) == pytest.approx((2 * PANEL, PANEL))
     true_ax, model_ax = fig.axes
     p, q = _normalised(log_p), _normalised(log_q)
     kl = float((p * np.log(p / q)).sum())
@@ -67,6 +69,7 @@ def test_the_density_figure_scatters_each_set_of_samples_under_its_label() -> No
     samples = {"buffer": torch.tensor([[0.0, 1.0], [2.0, -1.0]]), "chains": torch.ones(3, 2)}
     fig = density_figure(log_p, log_q, BOUNDS, "m", samples)
     assert len(fig.axes) == 3
+    assert tuple(fig.get_size_inches()) == pytest.approx((3 * PANEL, PANEL))
     ax = fig.axes[2]
     for collection, points in zip(ax.collections, samples.values(), strict=True):
         np.testing.assert_array_equal(collection.get_offsets(), points.numpy())
@@ -87,6 +90,7 @@ def test_the_function_figure_evaluates_the_function_on_the_grid_with_x_varying_f
 
     points = {"real": torch.tensor([[0.5, 0.5]]), "generated": torch.tensor([[1.0, 2.0]])}
     fig = function_figure(f, BOUNDS, "critic", points, n=5)
+    assert tuple(fig.get_size_inches()) == pytest.approx((PANEL, PANEL))
     (grid,) = seen
     step = 5.0 / 4
     first = [[-2.0 + i * step, -2.0] for i in range(5)] + [[-2.0, -2.0 + step]]
@@ -115,6 +119,8 @@ def test_the_latent_scatter_has_one_named_set_of_points_per_class() -> None:
         np.testing.assert_array_equal(collection.get_offsets(), codes[labels == c].numpy())
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["zero", "one", "two"]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("z1", "z2")
+    assert ax.get_title() == "posterior means, validation set"
+    assert tuple(fig.get_size_inches()) == pytest.approx((PANEL, PANEL))
     unnamed = latent_scatter_figure(codes, labels)
     assert [t.get_text() for t in unnamed.axes[0].get_legend().get_texts()] == ["0", "1", "2"]
     matplotlib.pyplot.close("all")
@@ -155,35 +161,43 @@ def test_the_coupling_rows_are_the_image_then_each_class_map_stretched_and_upsam
 
 
 def test_the_pairs_figure_titles_each_image_with_its_top_two_coloured_by_correctness() -> None:
-    images = torch.rand(3, 1, 5, 5, generator=torch.Generator().manual_seed(1))
-    scores = torch.tensor([[0.9, 0.1, 0.8], [0.2, 0.7, 0.6], [0.95, 0.9, 0.05]])
-    pairs = torch.tensor([[0, 2], [0, 1], [1, 0]])
+    images = torch.rand(4, 1, 5, 5, generator=torch.Generator().manual_seed(1))
+    scores = torch.tensor([[0.9, 0.1, 0.8], [0.2, 0.7, 0.6], [0.95, 0.9, 0.05], [0.5, 0.4, 0.3]])
+    pairs = torch.tensor([[0, 2], [0, 1], [1, 0], [2, 1]])
     names = ["a-very-long-name", "b", "c"]
     fig = pairs_figure(images, scores, pairs, names)
     axes = fig.axes
-    assert len(axes) == 4 and not any(ax.axison for ax in axes)
+    assert len(axes) == 4 and not any(ax.axison for ax in axes)  # two rows of two
+    assert tuple(fig.get_size_inches()) == pytest.approx((2 * 1.6, 2 * 3.2))
     expected = [
         ("a-very-lo 0.90\nc 0.80", "green"),
         ("b 0.70\nc 0.60", "red"),
         ("a-very-lo 0.95\nb 0.90", "green"),
+        ("a-very-lo 0.50\nb 0.40", "red"),
     ]
-    for ax, image, (title, colour) in zip(axes, images, expected, strict=False):
+    for ax, image, (title, colour) in zip(axes, images, expected, strict=True):
         assert ax.get_title() == title
         assert matplotlib.colors.same_color(ax.title.get_color(), colour)
         np.testing.assert_array_equal(ax.images[0].get_array(), image[0].numpy())
-    assert not axes[3].images
+        assert ax.images[0].get_cmap().name == "gray"
+    three = pairs_figure(images[:3], scores[:3], pairs[:3], names)
+    assert len(three.axes) == 4 and not three.axes[3].images
     matplotlib.pyplot.close(fig)
 
 
-@pytest.mark.parametrize("k", [3, 13])
-def test_the_transitions_figure_shows_g_on_a_symmetric_scale(k: int) -> None:
+@pytest.mark.parametrize(("k", "inches"), [(3, 2.2 + 1.05), (12, 2.2 + 4.2), (13, 2.2 + 4.55)])
+def test_the_transitions_figure_shows_g_on_a_symmetric_scale(k: int, inches: float) -> None:
     g = torch.linspace(-1.0, 2.5, k * k).reshape(k, k)
     tags = [f"T{i}" for i in range(k)]
     fig = transitions_figure(g, tags)
-    ax = fig.axes[0]
+    assert tuple(fig.get_size_inches()) == pytest.approx((inches, inches))
+    ax, bar = fig.axes
     (image,) = ax.images
     np.testing.assert_allclose(image.get_array(), g.numpy())
     assert image.get_clim() == pytest.approx((-2.5, 2.5))
+    assert image.get_cmap().name == "RdBu_r"
+    assert image.colorbar is not None and image.colorbar.ax is bar
+    assert ax.get_xticklabels()[0].get_rotation() == 90
     assert [t.get_text() for t in ax.get_xticklabels()] == tags
     assert [t.get_text() for t in ax.get_yticklabels()] == tags
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("to tag", "from tag")
@@ -193,4 +207,10 @@ def test_the_transitions_figure_shows_g_on_a_symmetric_scale(k: int) -> None:
         assert ax.texts[1].get_position() == (1, 0)  # row i = from, column j = to
     else:
         assert texts == []
+    matplotlib.pyplot.close(fig)
+
+
+def test_the_transitions_figure_stops_growing_at_three_panels() -> None:
+    fig = transitions_figure(torch.zeros(40, 40) + torch.eye(40), [f"T{i}" for i in range(40)])
+    assert tuple(fig.get_size_inches()) == pytest.approx((3 * PANEL, 3 * PANEL))
     matplotlib.pyplot.close(fig)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -14,26 +14,30 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
 
 import src.models.crf_tagger
 import src.models.ebm
 import src.models.ebm_generator
+import src.models.multi_item
 import src.models.nce_density
 import src.models.vae
 import src.models.wgan_gp
 from src.data.toy_distributions import EightGaussians
-from src.evaluation.figures import manifold_codes
+from src.evaluation.figures import coupling_rows, manifold_codes
 from src.losses.contrastive_divergence import ContrastiveDivergence, MEGLoss
 from src.losses.gradient_penalty import WassersteinGP
+from src.losses.margin import MarginLoss
 from src.losses.nce import NCELoss
 from src.metrics.toy2d import grid_log_density, grid_points
 from src.models.components.langevin import LangevinSampler
 from src.models.components.latents import GaussianLatent
 from src.models.ebm import EBM
 from src.models.ebm_generator import EBMGenerator
+from src.models.multi_item import MultiItemClassifier
 from src.models.nce_density import NCEDensity
 from src.models.wgan_gp import FIXED_NOISE, WGANGP
-from tests.stubs import build_tagger, build_vae, stub_batches
+from tests.stubs import build_tagger, build_vae, sgd, stub_batches
 from tests.stubs_b import Affine, AffineGenerator, ToyBatches, batch, loader, shared_rows, trainer
 
 W, C = (0.9, -0.8), 0.3
@@ -264,3 +268,109 @@ def test_the_crf_tagger_sends_its_transition_scores(
     np.testing.assert_allclose(_image_of(figure, 0), model.head.transitions.detach().numpy())
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == model.tags
     assert math.isfinite(float(figure.axes[0].images[0].get_clim()[1]))
+
+
+class _RoutingNet(nn.Module):
+    """A capsule-net stub on 1x4x4 images: the scores of classes 0..2 are sigmoids of the first
+    three pixels, the poses (B, 3, 2) the score and the class index, and the routing
+    coefficients (B, 2 types x 4 positions, 3) a fixed function of the pixels."""
+
+    def __init__(self, routing: bool = True) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(3))
+        if routing:
+            self.routing = SimpleNamespace(last_coupling=None)
+        self.primary = SimpleNamespace(grid=(2, 2))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = torch.sigmoid(x.flatten(1)[:, :3] + self.bias)
+        index = torch.arange(3, dtype=x.dtype).expand_as(scores)
+        flat = x.flatten(1)[:, :8]
+        if hasattr(self, "routing"):
+            self.routing.last_coupling = torch.stack([flat, 1 - flat, flat.square()], -1)
+        return scores, torch.stack([scores, index], -1)
+
+
+class _ImageDecoder(nn.Module):
+    """Reconstructions: an image filled with the kept class index."""
+
+    def forward(self, poses: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        return keep.to(poses.dtype).view(-1, 1, 1, 1).expand(-1, 1, 4, 4)
+
+
+def _multi_item(net: nn.Module) -> MultiItemClassifier:
+    return MultiItemClassifier(
+        net,
+        MarginLoss(recon_weight=0.5),
+        sgd(),
+        decoder=_ImageDecoder(),
+        n_classes=3,
+        n_image_examples=2,
+    )
+
+
+def test_the_capsule_classifier_sends_reconstructions_and_routing_maps(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """Validation batch 0's first n images above their reconstructions (decoded from the
+    predicted class), and per image the routing maps of `coupling_rows`, a row of 1 + K."""
+    sent = Sent(monkeypatch, src.models.multi_item)
+    net = _RoutingNet()
+    model = _multi_item(net)
+    images = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(6))
+    labels = torch.tensor([0, 1, 2])
+    _validate(model, tmp_path, loader=loader([(images, labels), (images[:1], labels[:1])]))
+    grid, nrow = sent.grids["val/reconstructions"]
+    predicted = net(images)[0].argmax(-1)
+    reconstructions = _ImageDecoder()(torch.zeros(3, 3, 2), predicted)
+    torch.testing.assert_close(grid, torch.cat([images[:2], reconstructions[:2]]))
+    assert nrow == 2
+    rows, nrow = sent.grids["val/routing_coefficients"]
+    net(images)  # batch 0's coefficients, not those of the last batch
+    coupling = net.routing.last_coupling[:2]  # of the n images shown
+    torch.testing.assert_close(rows, coupling_rows(images[:2], coupling, (2, 2)))
+    assert nrow == 4
+
+
+def test_the_capsule_classifier_sends_nothing_without_tensorboard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent = Sent(monkeypatch, src.models.multi_item)
+    model = _multi_item(_RoutingNet())
+    images = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(6))
+    run = trainer(logger=False)
+    run.validate(model, dataloaders=loader([(images, torch.tensor([0, 1, 2]))]), verbose=False)
+    assert not sent.grids and not sent.figures
+
+
+def test_a_net_without_routing_sends_reconstructions_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.multi_item)
+    model = _multi_item(_RoutingNet(routing=False))
+    images = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(6))
+    _validate(model, tmp_path, loader=loader([(images, torch.tensor([0, 1, 2]))]))
+    assert set(sent.grids) == {"val/reconstructions"}
+
+
+def test_the_pairs_test_set_sends_the_first_images_titled_with_their_top_two(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.multi_item)
+    net = _RoutingNet()
+    model = _multi_item(net)
+    images = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(7))
+    pairs = torch.tensor([[0, 1], [1, 2], [0, 2]])
+    single = (images, torch.tensor([0, 1, 2]))
+    run = trainer(logger=TensorBoardLogger(str(tmp_path)))
+    run.test(model, dataloaders=[loader([single]), loader([(images, pairs)])], verbose=False)
+    figure = sent.figures["test/pairs"]
+    shown = [ax for ax in figure.axes if ax.images]
+    assert len(shown) == 2  # n_image_examples
+    scores = net(images)[0]
+    for ax, image, score in zip(shown, images, scores, strict=False):
+        np.testing.assert_array_equal(ax.images[0].get_array(), image[0].numpy())
+        top = score.topk(2)
+        assert ax.get_title() == "\n".join(
+            f"{c} {float(s):.2f}" for s, c in zip(top.values, top.indices.tolist(), strict=True)
+        )

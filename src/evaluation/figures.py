@@ -30,10 +30,19 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PANEL = 4.4  # inches per square panel
+PAIR_PANEL = (1.6, 3.2)  # inches per test-pair image and its title
 SCATTER = {"s": 2, "alpha": 0.5}
+CLASS_SCATTER = {"s": 3}
+LEGEND = {"loc": "upper right", "markerscale": 4, "fontsize": 7}
+SMALL = {"fontsize": 7}
+CELL_TEXT = {"ha": "center", "va": "center", "fontsize": 8}
+TICKS = {"fontsize": 8}
 DENSITY_MAP = "viridis"
 DIVERGING_MAP = "RdBu_r"
+GREY_MAP = "gray"
 RIGHT, WRONG = "green", "red"
+COLORBAR = {"fraction": 0.046}
+MAX_CELL_TEXT = 12  # the transition heatmap writes its values up to this many tags
 
 
 def _pyplot():
@@ -84,7 +93,7 @@ def density_figure(
             points = points.detach().cpu()
             ax.scatter(points[:, 0], points[:, 1], label=label, **SCATTER)
         ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", title="samples")
-        ax.legend(loc="upper right", markerscale=4)
+        ax.legend(**LEGEND)
     fig.tight_layout()
     return fig
 
@@ -111,7 +120,7 @@ def function_figure(
         pts = pts.detach().cpu()
         ax.scatter(pts[:, 0], pts[:, 1], c=colour, label=label, **SCATTER)
     ax.set(xlim=(lo, hi), ylim=(lo, hi), aspect="equal", title=title)
-    ax.legend(loc="upper right")
+    ax.legend(**LEGEND)
     return fig
 
 
@@ -123,8 +132,8 @@ def latent_scatter_figure(
     fig, ax = plt.subplots(figsize=(PANEL, PANEL))
     for c in labels.unique().tolist():
         pts = codes[labels == c].detach().cpu()
-        ax.scatter(pts[:, 0], pts[:, 1], s=3, label=names[c] if names else str(c))
-    ax.legend(markerscale=4, fontsize=7)
+        ax.scatter(pts[:, 0], pts[:, 1], label=names[c] if names else str(c), **CLASS_SCATTER)
+    ax.legend(**LEGEND)
     ax.set(xlabel="z1", ylabel="z2", title="posterior means, validation set")
     return fig
 
@@ -159,36 +168,37 @@ def pairs_figure(
     are the true pair and red otherwise."""
     plt = _pyplot()
     columns = (len(images) + 1) // 2
-    fig, axes = plt.subplots(2, columns, figsize=(1.6 * columns, 6.4), squeeze=False)
+    width, height = PAIR_PANEL
+    fig, axes = plt.subplots(2, columns, figsize=(width * columns, 2 * height), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, score, pair in zip(axes.flat, images, scores, pairs, strict=False):
         top = score.topk(2)
-        ax.imshow(image[0].detach().cpu(), cmap="gray")
+        ax.imshow(image[0].detach().cpu(), cmap=GREY_MAP)
         guess = "\n".join(f"{names[int(c)][:9]} {float(s):.2f}" for s, c in zip(*top, strict=True))
         right = set(top.indices.tolist()) == set(pair.tolist())
-        ax.set_title(guess, fontsize=7, color=RIGHT if right else WRONG)
+        ax.set_title(guess, color=RIGHT if right else WRONG, **SMALL)
     fig.tight_layout()
     return fig
 
 
 def transitions_figure(transitions: torch.Tensor, tags: Sequence[str]) -> Figure:
     """g(i, j) (row: from tag i, column: to tag j) on a colour scale symmetric about 0, with the
-    values written in the cells when there are at most 12 tags."""
+    values written in the cells when there are at most `MAX_CELL_TEXT` tags."""
     plt = _pyplot()
     g = transitions.detach().float().cpu()
     k = len(tags)
-    size = min(12.0, 2.0 + 0.35 * k)
+    size = min(3 * PANEL, PANEL / 2 + 0.35 * k)  # grows with the tags, up to 3 panels
     fig, ax = plt.subplots(figsize=(size, size))
     limit = float(g.abs().max())
     image = ax.imshow(g, cmap=DIVERGING_MAP, vmin=-limit, vmax=limit)
-    ax.set_xticks(range(k), tags, rotation=90, fontsize=8)
-    ax.set_yticks(range(k), tags, fontsize=8)
+    ax.set_xticks(range(k), tags, rotation=90, **TICKS)
+    ax.set_yticks(range(k), tags, **TICKS)
     ax.set(xlabel="to tag", ylabel="from tag")
-    if k <= 12:
+    if k <= MAX_CELL_TEXT:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{g[i, j]:.1f}", ha="center", va="center", fontsize=8)
-    fig.colorbar(image, ax=ax, fraction=0.046)
+                ax.text(j, i, f"{g[i, j]:.1f}", **CELL_TEXT)
+    fig.colorbar(image, ax=ax, **COLORBAR)
     fig.tight_layout()
     return fig

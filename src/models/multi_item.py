@@ -66,7 +66,12 @@ class MultiItemClassifier(BaseModule):
         terms["acc"] = (scores.argmax(-1) == labels).float().mean()
         self.log_terms(stage, terms, len(labels))
         if stage == "val" and batch_idx == 0:
-            self._examples = {"images": images, "reconstruction": reconstruction}
+            routing = getattr(self.net, "routing", None)
+            self._examples = {
+                "images": images,
+                "reconstruction": reconstruction,
+                "coupling": getattr(routing, "last_coupling", None),
+            }
         return terms["loss"]
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
@@ -102,11 +107,12 @@ class MultiItemClassifier(BaseModule):
             log_image_grid(
                 self.trainer, "val/reconstructions", torch.cat([images, reconstruction[:n]]), nrow=n
             )
-        routing = getattr(self.net, "routing", None)
+        coupling = self._examples["coupling"]
         grid = getattr(getattr(self.net, "primary", None), "grid", None)
-        if routing is not None and routing.last_coupling is not None and grid is not None:
-            coupling = routing.last_coupling[:8]
-            rows = coupling_rows(images[:8], coupling, grid)
+        if coupling is not None and grid is not None:  # the same batch's routing coefficients
+            shown = images[:8]
+            coupling = coupling[: len(shown)]
+            rows = coupling_rows(shown, coupling, grid)
             nrow = 1 + coupling.shape[-1]  # the image, then a map per class
             log_image_grid(self.trainer, "val/routing_coefficients", rows, nrow=nrow)
 
