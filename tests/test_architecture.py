@@ -20,6 +20,8 @@ ALLOWED = {
     "models": {"losses", "metrics", "evaluation", "utils"},
     "callbacks": {"metrics", "evaluation", "utils"},
 }
+# single modules a package may import from a layer it may not import as a whole
+ALLOWED_MODULES = {"callbacks": {"src.data.resumable"}}
 ENTRY_POINTS = {"src.train", "src.eval"}
 # docs/architecture.md, "Known exceptions": each goes with a piece of the architecture work
 KNOWN = {
@@ -56,7 +58,12 @@ def violation(importer: str, imported: str) -> str | None:
     package, target = importer.split(".")[1], imported.split(".")[1]
     if target in ENTRY_POINTS or imported in ENTRY_POINTS:
         return "imports an entry point"
-    if package != target and target not in ALLOWED.get(package, set()):
+    allowed = ALLOWED.get(package, set())
+    if (
+        package != target
+        and target not in allowed
+        and imported not in ALLOWED_MODULES.get(package, ())
+    ):
         return f"src.{package} may not import src.{target}"
     if package == target == "models":
         layer = importer.split(".")[2]
@@ -88,6 +95,7 @@ def test_the_known_exceptions_are_still_there_to_remove() -> None:
         ("src.metrics.spans", "src.losses.tagging", "src.metrics may not import src.losses"),
         ("src.utils.run", "src.callbacks.run_status", "src.utils may not import src.callbacks"),
         ("src.callbacks.sample_quality", "src.models.vae", "src.callbacks may not import"),
+        ("src.callbacks.run_status", "src.data.toy2d", "src.callbacks may not import src.data"),
         ("src.models.vae", "src.models.ebm", "a model imports another model's module"),
         ("src.models.components.nets", "src.models.vae", "a component imports a model"),
         ("src.losses.elbo", "src.train", "imports an entry point"),
@@ -107,6 +115,7 @@ def test_the_rules_refuse_upward_imports(importer: str, imported: str, why: str)
         ("src.callbacks.sample_quality", "src.metrics.sample_quality"),
         ("src.train", "src.callbacks.run_status"),
         ("src.data.toy2d", "src.data.toy_distributions"),
+        ("src.callbacks.resumable_training", "src.data.resumable"),
     ],
 )
 def test_the_rules_allow_imports_downward(importer: str, imported: str) -> None:

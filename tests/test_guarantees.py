@@ -23,9 +23,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from src.callbacks.resumable_training import ResumableTraining
 from src.data.batches import TensorBatches, batch_loader
 from src.data.idx import read_idx, write_idx
 from src.data.image_datamodule import FILES, ImageDataModule, dynamic_binarisation
+from src.data.resumable import ResumableLoader
 from src.data.tagging import (
     ConllDataModule,
     PeopleDailyDataModule,
@@ -35,7 +37,6 @@ from src.data.tagging import (
     write_conll,
 )
 from src.train import build
-from src.utils.checkpoint import ResumableLoader, ResumableTraining
 from src.utils.config import check_types
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate

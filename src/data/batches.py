@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from src.utils.checkpoint import ResumableLoader
+from src.data.resumable import ResumableLoader
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 

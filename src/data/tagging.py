@@ -52,8 +52,8 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from src.data.resumable import ResumableLoader
 from src.utils.bounds import Fraction, NonNegativeInt, PositiveInt
-from src.utils.checkpoint import ResumableLoader
 from src.utils.errors import UserError, shown
 
 Sentence = tuple[list[str], list[str]]  # (tokens, tags) of equal length

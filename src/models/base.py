@@ -103,6 +103,18 @@ class BaseModule(LightningModule):
         self._epoch_sums: dict[str, torch.Tensor] = {}
         self._epoch_counts: dict[str, int] = {}
 
+    def epoch_sums(self) -> dict[str, dict[str, Any]]:
+        """The epoch's running sums and counts of the training terms, for a mid-epoch checkpoint."""
+        return {"sums": dict(self._epoch_sums), "counts": dict(self._epoch_counts)}
+
+    def restore_epoch_sums(self, state: dict[str, Any]) -> None:
+        """Take back `epoch_sums()` from a checkpoint (one count for all terms in older ones)."""
+        sums, counts = dict(state["sums"]), state.get("counts")
+        self._epoch_sums = sums
+        self._epoch_counts = (
+            dict(counts) if counts is not None else dict.fromkeys(sums, state["count"])
+        )
+
     def on_train_epoch_end(self) -> None:
         if self._epoch_sums:
             sums, counts = self._epoch_sums, self._epoch_counts

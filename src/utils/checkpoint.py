@@ -1,21 +1,17 @@
 """Checkpoints: written atomically, read back weights-only and checked (evaluation, sampling,
-resume); and what makes a run resumable mid-epoch with the same result as an uninterrupted
-one."""
+resume). What makes a run resumable mid-epoch is `src.data.resumable` (the loader) and
+`src.callbacks.resumable_training` (what a checkpoint adds for it)."""
 
 from __future__ import annotations
 
 import pickle
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from src.utils.errors import UserError
 from src.utils.files import write_atomically
@@ -107,116 +103,3 @@ def load_model(ckpt_path: str | Path, cfg: DictConfig, ckpt: dict[str, Any]) -> 
             "Was the config edited after training?"
         ) from None
     return model.eval()
-
-
-def _seed(*words: int) -> int:
-    """A well-mixed 63-bit seed from a tuple of integers."""
-    return int(np.random.SeedSequence([w % 2**63 for w in words]).generate_state(2, np.uint64)[0])
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader whose randomness is indexed by position, so training resumes exactly mid-epoch.
-
-    Epoch e is shuffled after the global torch RNG is seeded with (base, e), and batch i of it is
-    drawn right after the RNG is seeded with (base, e, i, rank): the order, the data's noise
-    (dynamic binarisation) and the model's noise in the steps that follow depend on the position
-    alone, not on what ran before (a sanity check, a restart). Lightning stores `state_dict()` in
-    each checkpoint and hands it back through `load_state_dict` on resume (its `_Stateful`
-    protocol); `ResumableTraining` tells the loader how many batches of the epoch were trained, and
-    the resumed loader replays the epoch's order from the first batch not trained. Exact with
-    num_workers=0 (workers draw their own noise). Under DDP, Lightning rebuilds it with a
-    DistributedSampler, which shuffles by (seed, epoch) itself.
-    """
-
-    # DataLoader's own constructor (Lightning rebuilds loaders from its arguments); the state:
-    base_seed: int | None = None  # drawn from the global RNG at the first epoch
-    epoch, trained, epoch_batches, _start = -1, 0, 0, 0
-    _resume_at: int | None = None
-
-    def __iter__(self) -> Any:
-        if self.base_seed is None:
-            self.base_seed = int(torch.randint(2**62, ()).item())
-        if self._resume_at is None:
-            self.epoch, self._start = self.epoch + 1, 0
-        else:
-            self._start, self._resume_at = self._resume_at, None
-        self.trained = self._start
-        return super().__iter__()
-
-    @property
-    def _index_sampler(self) -> Any:
-        return _PositionedBatches(self, super()._index_sampler)
-
-    def state_dict(self) -> dict[str, int]:
-        return {
-            "base_seed": self.base_seed,
-            "epoch": self.epoch,
-            "trained": self.trained,
-            "epoch_batches": self.epoch_batches,
-        }
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.base_seed, self.epoch = state["base_seed"], state["epoch"]
-        mid_epoch = 0 < state["trained"] < state["epoch_batches"]
-        self._resume_at = state["trained"] if mid_epoch else None
-
-
-class _PositionedBatches:
-    """The loader's batch sampler, seeded per epoch and per batch, from the loader's start batch."""
-
-    def __init__(self, loader: ResumableLoader, batches: Any) -> None:
-        self.loader, self.batches = loader, batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[Any]:
-        loader = self.loader
-        rank = getattr(getattr(self.batches, "sampler", None), "rank", 0)
-        torch.manual_seed(_seed(loader.base_seed, loader.epoch))  # RandomSampler draws from it
-        for i, indices in enumerate(self.batches):
-            if i >= loader._start:
-                torch.manual_seed(_seed(loader.base_seed, loader.epoch, i, rank))
-                yield indices
-
-
-class ResumableTraining(pl.Callback):
-    """What a mid-epoch checkpoint needs beyond Lightning's own state: the number of batches of the
-    epoch trained so far (for `ResumableLoader`) and the module's running sums of the epoch's
-    training metrics (`BaseModule` logs their means once at the epoch's end)."""
-
-    def __init__(self) -> None:
-        self._sums: dict[str, Any] | None = None
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, i: int
-    ) -> None:
-        loader = trainer.train_dataloader
-        if isinstance(loader, ResumableLoader):  # runs before the checkpoint callbacks save
-            loader.trained, loader.epoch_batches = i + 1, int(trainer.num_training_batches)
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        loader = trainer.train_dataloader
-        mid_epoch = isinstance(loader, ResumableLoader) and loader.trained < loader.epoch_batches
-        if mid_epoch and hasattr(module, "_epoch_sums"):
-            checkpoint["train_epoch_sums"] = {
-                "sums": dict(module._epoch_sums),
-                "counts": dict(module._epoch_counts),
-            }
-
-    def on_load_checkpoint(
-        self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        self._sums = checkpoint.get("train_epoch_sums")
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, i: int
-    ) -> None:
-        if self._sums is not None:  # after the module's on_train_epoch_start reset them
-            sums, counts = self._sums["sums"], self._sums.get("counts")
-            if counts is None:  # a checkpoint from before the per-term counts: one for all
-                counts = dict.fromkeys(sums, self._sums["count"])
-            module._epoch_sums, module._epoch_counts = sums, counts
-            self._sums = None
