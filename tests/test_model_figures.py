@@ -374,3 +374,34 @@ def test_the_pairs_test_set_sends_the_first_images_titled_with_their_top_two(
         assert ax.get_title() == "\n".join(
             f"{c} {float(s):.2f}" for s, c in zip(top.values, top.indices.tolist(), strict=True)
         )
+
+
+def test_the_ebms_fresh_chains_are_the_same_on_every_evaluation(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """The long chains of the figures start from the evaluation's seeded noise: two validations
+    send the same chains, and a test run sends no figures at all."""
+    sent = Sent(monkeypatch, src.models.ebm)
+    model = _ebm((1, 2, 2), Affine((0.1, 0.2), 0.0))
+    images = torch.rand(5, 1, 2, 2, generator=torch.Generator().manual_seed(2))
+    _validate(model, tmp_path, loader=loader([batch(images)]))
+    first = sent.grids.pop("val/chain_samples")[0]
+    torch.manual_seed(77)
+    _validate(model, tmp_path, loader=loader([batch(images)]))
+    torch.testing.assert_close(sent.grids["val/chain_samples"][0], first)
+    for kept in (sent.grids, sent.figures, sent.histograms):
+        kept.clear()
+    run = trainer(logger=TensorBoardLogger(str(tmp_path)))
+    run.test(model, dataloaders=loader([batch(images)]), verbose=False)
+    assert not sent.grids and not sent.figures and not sent.histograms
+
+
+def test_the_image_wgan_sends_the_fixed_noise_samples(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.wgan_gp)
+    model = WGANGP(loss=WassersteinGP(lam=1.0), n_image_samples=6, **_wgan_parts())
+    _validate(model, tmp_path, loader=loader([batch(VAL)]))
+    images, _ = sent.grids["val/samples"]
+    torch.testing.assert_close(images, model.sample(6, model.eval_generator(FIXED_NOISE)))
+    assert "val/critic_contour" not in sent.figures

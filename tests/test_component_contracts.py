@@ -1,0 +1,137 @@
+"""What the building blocks promise beyond their maths, found alive by mutmut (README,
+"Testing"): the replay buffer's draws follow the generator they are given and its defaults are the
+article's; the Gumbel-softmax relaxation is the one written by hand from the same uniforms, at the
+step's temperature; the energy and statistics nets are SiLU MLPs with one output per example; the
+EBM's data noise has the configured scale; evaluation draws repeat; the refusals name the fix."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+
+import pytest
+import torch
+
+from src.losses.contrastive_divergence import ContrastiveDivergence
+from src.losses.gradient_penalty import WassersteinGP
+from src.models.components.energy_nets import MLPEnergy
+from src.models.components.gan_nets import MLPCritic
+from src.models.components.langevin import LangevinSampler, ReplayBuffer
+from src.models.components.latents import GumbelSoftmaxLatent
+from src.models.ebm import EBM
+from src.models.ebm_generator import StatisticsNet
+from src.models.wgan_gp import WGANGP
+from src.utils.errors import UserError
+from tests.stubs_b import Affine, AffineGenerator, HalfSquare, batch, evaluate, loader, trainer
+
+
+def test_buffer_draws_follow_the_generator_they_are_given() -> None:
+    buffer = ReplayBuffer(50, (2,), (-1.0, 1.0), reinit_prob=0.5)
+    first = buffer.draw(20, torch.Generator().manual_seed(3))
+    torch.manual_seed(0)  # the global RNG plays no part
+    again = buffer.draw(20, torch.Generator().manual_seed(3))
+    for a, b in zip(first, again, strict=True):
+        torch.testing.assert_close(a, b)
+    x, index, fresh = first
+    assert 0 < int(fresh.sum()) < 20
+    torch.testing.assert_close(x[~fresh], buffer.points[index[~fresh]])
+    assert bool((x[fresh].abs() <= 1).all())
+
+
+def test_a_one_slot_buffer_works_and_the_default_reinitialises_five_percent() -> None:
+    """Du & Mordatch (2019) restart 5% of the chains from noise."""
+    assert ReplayBuffer(10, (2,), (0.0, 1.0)).reinit_prob == 0.05
+    one = ReplayBuffer(1, (2,), (0.0, 1.0))
+    x, index, _ = one.draw(3, torch.Generator().manual_seed(0))
+    assert x.shape == (3, 2) and index.tolist() == [0, 0, 0]
+    with pytest.raises(UserError, match="need size >= 1 and 0 <= reinit_prob <= 1"):
+        ReplayBuffer(0, (2,), (0.0, 1.0))
+
+
+def test_the_gumbel_relaxation_is_the_hand_written_one_at_the_steps_temperature() -> None:
+    """softmax((logits - log(-log u)) / tau(step)) with u the generator's float64 uniforms,
+    tau(step) = max(tau_min, tau0 0.999^step); step 0 by default."""
+    latent = GumbelSoftmaxLatent(n_vars=2, n_classes=3, tau0=2.0, tau_min=0.5).train()
+    params = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    u = torch.rand(4, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    perturbed = params.view(4, 2, 3) - torch.log(-torch.log(u))
+    for step in (0, 300):
+        tau = max(0.5, 2.0 * 0.999**step)
+        expected = (perturbed / tau).softmax(-1).flatten(-2)
+        got = latent.rsample(params, step, torch.Generator().manual_seed(2))
+        torch.testing.assert_close(got, expected)
+    default = latent.rsample(params, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(default, (perturbed / 2.0).softmax(-1).flatten(-2))
+
+
+def test_the_gumbel_latents_defaults_are_32_categoricals_of_10() -> None:
+    latent = GumbelSoftmaxLatent()
+    assert (latent.n_vars, latent.n_classes, latent.dim) == (32, 10, 320)
+    assert (latent.tau0, latent.tau_decay, latent.tau_min, latent.hard) == (1.0, 0.999, 0.1, False)
+    assert GumbelSoftmaxLatent(tau0=0.5, tau_min=0.5).temperature(10) == 0.5
+    with pytest.raises(ValueError, match="need 0 < tau_min <= tau0"):
+        GumbelSoftmaxLatent(tau0=0.5, tau_min=0.0)
+
+
+def test_the_energy_and_statistics_nets_are_silu_mlps_with_one_output_per_example() -> None:
+    energy = MLPEnergy((1, 2, 2), hidden=(5,))
+    assert [type(m).__name__ for m in energy.net] == ["Flatten", "Sequential"]
+    assert [type(m).__name__ for m in energy.net[1]] == ["Linear", "SiLU", "Linear"]
+    assert energy(torch.rand(3, 1, 2, 2)).shape == (3,)
+    statistics = StatisticsNet(2, (2,), hidden=(5,))
+    assert [type(m).__name__ for m in statistics.net] == ["Linear", "SiLU", "Linear"]
+    assert statistics.net[-1].out_features == 1
+
+
+def test_a_batch_normalised_critic_is_refused_with_the_norms_to_use() -> None:
+    message = (
+        "critic norm='batch': a WGAN-GP critic must not use BatchNorm (it couples the samples of "
+        "a batch and breaks the per-sample gradient penalty); use model.critic.norm=layer or "
+        "model.critic.norm=none."
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        MLPCritic((2,), norm="batch")
+
+
+def _ebm(data_noise: float) -> EBM:
+    sampler = LangevinSampler(0, 0.1, noise=0.0, grad_clamp=None, data_range=(-9.0, 9.0))
+    return EBM(
+        net=lambda data_shape: Affine((1.0, 0.0), 0.0),
+        sampler=sampler,
+        loss=ContrastiveDivergence(alpha=0.0),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+        data_shape=(2,),
+        buffer_size=10,
+        data_noise=data_noise,
+    )
+
+
+@pytest.mark.parametrize("data_noise", [0.0, 0.5])
+def test_the_ebm_adds_data_noise_of_the_configured_scale(data_noise: float) -> None:
+    """E(x) = x_1 on data at 0: the logged real energies are the noise itself, N(0, s^2)."""
+    model = _ebm(data_noise)
+    trainer(limit_val_batches=0).fit(model, loader([batch(torch.zeros(4000, 2))]))
+    e_real = model.last_energies["e_real"]
+    assert set(model.last_energies) == {"e_real", "e_fake"}
+    assert e_real.mean().item() == pytest.approx(0.0, abs=0.05)
+    assert e_real.std().item() == pytest.approx(data_noise, abs=0.02)
+
+
+def test_wgan_evaluation_repeats_its_interpolates() -> None:
+    """Two validations of the same model give the same gradient norm at the interpolates: they
+    come from the batch's own generator, not from the global one."""
+    model = WGANGP(
+        generator=AffineGenerator(((1.0, 0.5), (-0.3, 2.0)), (0.2, -0.1)),
+        critic=HalfSquare(),
+        loss=WassersteinGP(lam=1.0),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+        critic_optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+        n_critic=1,
+    )
+    real = [torch.randn(64, 2, generator=torch.Generator().manual_seed(5))]
+    first, _ = evaluate(model, "val", model.generator, real)
+    torch.manual_seed(123)
+    second, _ = evaluate(model, "val", model.generator, real)
+    assert first["val/grad_norm"] == second["val/grad_norm"]
+    assert math.isfinite(first["val/grad_norm"])
