@@ -367,7 +367,7 @@ def test_the_pairs_test_set_sends_the_first_images_titled_with_their_top_two(
     figure = sent.figures["test/pairs"]
     shown = [ax for ax in figure.axes if ax.images]
     assert len(shown) == 2  # n_image_examples
-    scores = net(images)[0]
+    scores = net(images)[0].detach()
     for ax, image, score in zip(shown, images, scores, strict=False):
         np.testing.assert_array_equal(ax.images[0].get_array(), image[0].numpy())
         top = score.topk(2)
