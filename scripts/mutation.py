@@ -12,7 +12,7 @@ functions whose call frame Lightning's `save_hyperparameters` reads (the models'
 are not mutated (mutmut runs a mutated function in a frame of its own); nothing else changes.
 
 With `--keep DIR` a later run refreshes the copy from the working tree and carries on where the
-last one stopped: mutmut keeps each verdict whose function did not change. `--recheck` then runs
+last one stopped: mutmut keeps each verdict whose function did not change. `--recheck` runs only
 the survivors again, against the tests written since.
 
 The table gives, per package, killed / (all - skipped) as mutmut counts it (timeouts count as
@@ -173,15 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--packages", nargs="+", default=["models", "losses"])
     parser.add_argument("--keep", type=Path, help="run in this folder and keep it")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--recheck", action="store_true", help="run the survivors again")
+    parser.add_argument("--recheck", action="store_true", help="run only the survivors again")
     args = parser.parse_args(argv)
     target = args.keep or Path(tempfile.mkdtemp(prefix="mutation_"))
     copy_renamed(target)
     configure(target, args.packages)
     start = time.perf_counter()
     children = ("--max-children", str(args.max_children))
-    mutmut(target, "run", *children)
-    if args.recheck and (names := survivors(target)):
+    if not args.recheck:
+        mutmut(target, "run", *children)
+    elif names := survivors(target):
         mutmut(target, "run", *children, *names)
     minutes = (time.perf_counter() - start) / 60
     counts = results(target)
