@@ -15,9 +15,10 @@ With `--keep DIR` a later run refreshes the copy from the working tree and carri
 last one stopped: mutmut keeps each verdict whose function did not change. `--recheck` runs only
 the survivors again, against the tests written since.
 
-The table gives, per package, killed / (all - skipped) as mutmut counts it (timeouts count as
-killed), and the surviving mutants are written to `<copy>/survivors.txt` (with `--keep`, in DIR)
-to read with `mutmut show <name>` there.
+The table gives, per package, killed / (all - skipped - not run) as mutmut counts it (timeouts
+count as killed; "not run" are the mutants a stopped run had not reached), and the surviving
+mutants are written to `<copy>/survivors.txt` (with `--keep`, in DIR) to read with
+`mutmut show <name>` there.
 
 It is a measurement, not a test: the figures are in the README's "Testing" section.
 """
@@ -129,20 +130,35 @@ def mutmut(target: Path, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=target, env=env, check=False)
 
 
-def survivors(target: Path) -> list[str]:
-    """mutmut's names of the mutants that survived so far."""
+def statuses(target: Path) -> dict[str, str]:
+    """mutmut's verdict on each mutant so far ("killed", "survived", "not checked", ...)."""
     done = subprocess.run(
-        [sys.executable, "-m", "mutmut", "results"],
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"],
         cwd=target,
         capture_output=True,
         text=True,
         check=True,
     )
-    return [
-        line.strip().rpartition(": ")[0]
-        for line in done.stdout.splitlines()
-        if line.strip().endswith(": survived")
+    pairs = (line.strip().rpartition(": ") for line in done.stdout.splitlines())
+    return {name: outcome for name, sep, outcome in pairs if sep}
+
+
+def recheck(target: Path, children: tuple[str, ...]) -> None:
+    """The survivors (and the mutants a stopped run left half-tested) again, then the mutants of
+    the functions that changed since their verdict (mutmut resets those when it regenerates the
+    mutants, at the start of the first run)."""
+    before = statuses(target)
+    again = {"survived", "suspicious", "segfault", "check was interrupted by user"}
+    if names := [name for name, outcome in before.items() if outcome in again]:
+        mutmut(target, "run", *children, *names)
+    after = statuses(target)
+    changed = [
+        name
+        for name, outcome in after.items()
+        if outcome == "not checked" and before.get(name) != "not checked"
     ]
+    if changed:
+        mutmut(target, "run", *children, *changed)
 
 
 def results(target: Path) -> dict[str, collections.Counter]:
@@ -180,25 +196,26 @@ def main(argv: list[str] | None = None) -> int:
     configure(target, args.packages)
     start = time.perf_counter()
     children = ("--max-children", str(args.max_children))
-    if not args.recheck:
+    if args.recheck:
+        recheck(target, children)
+    else:
         mutmut(target, "run", *children)
-    elif names := survivors(target):
-        mutmut(target, "run", *children, *names)
     minutes = (time.perf_counter() - start) / 60
     counts = results(target)
     print(
         f"\nmutmut on {', '.join(args.packages)}: {minutes:.0f} min; "
         f"survivors in {target}/survivors.txt"
     )
-    print("| package | mutants | killed | survived | no tests | timeout | score |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| package | mutants | killed | survived | no tests | timeout | not run | score |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for package in args.packages:
         c = counts.get(package, collections.Counter())
-        tested = sum(c.values()) - c["skipped"]
+        not_run = c["not checked"] + c["check was interrupted by user"]
+        tested = sum(c.values()) - c["skipped"] - not_run
         score = (c["killed"] + c["timeout"]) / tested if tested else float("nan")
         print(
             f"| src/{package}/ | {sum(c.values())} | {c['killed']} | {c['survived']} | "
-            f"{c['no tests']} | {c['timeout']} | {score:.1%} |"
+            f"{c['no tests']} | {c['timeout']} | {not_run} | {score:.1%} |"
         )
     if not args.keep:
         print(f"(the copy stays in {target}: delete it when done)")
