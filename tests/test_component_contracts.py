@@ -9,14 +9,18 @@ from __future__ import annotations
 import functools
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from src.losses.contrastive_divergence import ContrastiveDivergence
 from src.losses.gradient_penalty import WassersteinGP
+from src.models.components.capsnets import SmallCapsNet
+from src.models.components.classifier_nets import ConvClassifierNet
 from src.models.components.energy_nets import MLPEnergy
-from src.models.components.gan_nets import MLPCritic
+from src.models.components.gan_nets import MLPCritic, MLPGenerator
 from src.models.components.langevin import LangevinSampler, ReplayBuffer
 from src.models.components.latents import GumbelSoftmaxLatent
 from src.models.ebm import EBM
@@ -24,6 +28,8 @@ from src.models.ebm_generator import StatisticsNet
 from src.models.wgan_gp import WGANGP
 from src.utils.errors import UserError
 from tests.stubs_b import Affine, AffineGenerator, HalfSquare, batch, evaluate, loader, trainer
+
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "fashion_mnist_classifier.ckpt"
 
 
 def test_buffer_draws_follow_the_generator_they_are_given() -> None:
@@ -135,3 +141,114 @@ def test_wgan_evaluation_repeats_its_interpolates() -> None:
     second, _ = evaluate(model, "val", model.generator, real)
     assert first["val/grad_norm"] == second["val/grad_norm"]
     assert math.isfinite(first["val/grad_norm"])
+
+
+def test_generator_codes_are_the_generators_uniforms_or_normals() -> None:
+    """U(-1, 1)^d as 2 u - 1 from the generator's uniforms, or its normals; the global RNG plays
+    no part; the author's MLP generator draws 10-d uniform codes and ends in a sigmoid."""
+    uniform = MLPGenerator((2,))
+    assert (uniform.latent_dim, uniform.code) == (10, "uniform")
+    torch.manual_seed(0)
+    z = uniform.sample_code(4000, torch.Generator().manual_seed(1))
+    expected = torch.rand(4000, 10, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    torch.testing.assert_close(z, expected)
+    assert -1.0 <= float(z.min()) < -0.99 and 0.99 < float(z.max()) < 1.0
+    normal = MLPGenerator((2,), code="normal", latent_dim=3)
+    torch.testing.assert_close(
+        normal.sample_code(5, torch.Generator().manual_seed(2)),
+        torch.randn(5, 3, generator=torch.Generator().manual_seed(2)),
+    )
+    out = uniform(torch.randn(7, 10) * 50)
+    assert out.shape == (7, 2) and bool(((out >= 0) & (out <= 1)).all())
+    assert isinstance(MLPGenerator((2,), out_activation="none").net[-1], nn.Identity)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: MLPGenerator((2,), code="beta"), "generator code='beta': choose 'uniform' or"),
+        (
+            lambda: MLPGenerator((2,), out_activation="tanh"),
+            "generator out_activation='tanh': choose 'sigmoid' or 'none'.",
+        ),
+        (
+            lambda: LangevinSampler(data_range=(1.0, 1.0)),
+            "Langevin sampler: data_range=[1.0, 1.0] needs lo < hi.",
+        ),
+    ],
+)
+def test_bad_settings_of_the_blocks_name_the_choices(build, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        build()
+
+
+def test_the_langevin_defaults_are_igebms_and_the_gradient_is_clamped_both_ways() -> None:
+    """IGEBM: 60 steps of size 10, noise 0.005, gradient entries clamped to [-0.03, 0.03]. With
+    E(x) = 100 (x_1 - x_2) and no noise a step moves x by (-10 * 0.03, +10 * 0.03), inside the
+    default data range [0, 1]."""
+    sampler = LangevinSampler()
+    assert (sampler.steps, sampler.step_size, sampler.noise, sampler.grad_clamp) == (
+        60,
+        10.0,
+        0.005,
+        0.03,
+    )
+    one = LangevinSampler(1, 10.0, noise=0.0, grad_clamp=0.03)
+    x = torch.full((3, 2), 0.5)
+    moved = one(lambda v: 100 * (v[:, 0] - v[:, 1]), x)
+    torch.testing.assert_close(moved, torch.tensor([[0.2, 0.8]]).expand(3, 2))
+    assert LangevinSampler(0, 0.1)(lambda v: v.sum(1), x).equal(x)
+
+
+def test_langevin_noise_follows_the_generator_it_is_given() -> None:
+    sampler = LangevinSampler(3, 0.01, noise=0.5, grad_clamp=None)
+    x = torch.zeros(4, 2)
+    first = sampler(lambda v: v.square().sum(1), x, generator=torch.Generator().manual_seed(9))
+    torch.manual_seed(1)
+    again = sampler(lambda v: v.square().sum(1), x, generator=torch.Generator().manual_seed(9))
+    torch.testing.assert_close(first, again)
+    assert float(first.abs().max()) > 0.1
+
+
+def test_langevin_sampling_under_inference_mode_names_the_setting() -> None:
+    message = (
+        "Langevin sampling needs gradients, which inference mode forbids: set "
+        "trainer.inference_mode=false."
+    )
+    with torch.inference_mode(), pytest.raises(UserError, match=re.escape(message)):
+        LangevinSampler(1, 0.1)(lambda v: v.sum(1), torch.zeros(2, 2))
+
+
+def test_the_small_capsnet_passes_its_settings_to_the_routing() -> None:
+    net = SmallCapsNet()
+    routing = net.routing
+    assert (routing.iterations, routing.revised, routing.detach_iterations) == (3, False, False)
+    assert routing.squash_constant == 1.0 and routing.shared_weights
+    assert net.backbone[0].out_channels == 64
+    assert net.primary.capsule_dim == 128  # each position's 2 * width channels are one capsule
+    custom = SmallCapsNet(
+        width=4, iterations=2, revised=True, squash_constant=0.5, detach_iterations=True
+    )
+    routing = custom.routing
+    assert (routing.iterations, routing.revised, routing.detach_iterations) == (2, True, True)
+    assert routing.squash_constant == 0.5
+    scores, poses = custom(torch.rand(3, 1, 8, 8))
+    assert scores.shape == (3, 10) and poses.shape == (3, 10, 16)
+
+
+def test_the_feature_classifier_is_the_shipped_checkpoints_architecture() -> None:
+    """conv32-conv32-pool-conv64-conv64-pool -> dense 128 (ReLU) -> dropout 0.3 -> dense 10: the
+    shipped classifier's weights load into the defaults, strictly."""
+    net = ConvClassifierNet()
+    kinds = [type(m).__name__ for m in net.trunk]
+    assert kinds == ["Conv2d", "ReLU", "Conv2d", "ReLU", "MaxPool2d"] * 2 + [
+        "Flatten",
+        "Linear",
+        "ReLU",
+    ]
+    assert [type(m).__name__ for m in net.head] == ["Dropout", "Linear"]
+    assert net.head[0].p == 0.3 and net.feature_dim == 128
+    ckpt = torch.load(ASSET, map_location="cpu", weights_only=True)
+    weights = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
+    net.load_state_dict(weights, strict=True)
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
