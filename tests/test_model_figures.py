@@ -363,7 +363,9 @@ def test_the_pairs_test_set_sends_the_first_images_titled_with_their_top_two(
     pairs = torch.tensor([[0, 1], [1, 2], [0, 2]])
     single = (images, torch.tensor([0, 1, 2]))
     run = trainer(logger=TensorBoardLogger(str(tmp_path)))
-    run.test(model, dataloaders=[loader([single]), loader([(images, pairs)])], verbose=False)
+    later = (torch.zeros(3, 1, 4, 4), pairs)  # a second batch, not shown
+    pair_batches = loader([(images, pairs), later])
+    run.test(model, dataloaders=[loader([single]), pair_batches], verbose=False)
     figure = sent.figures["test/pairs"]
     shown = [ax for ax in figure.axes if ax.images]
     assert len(shown) == 2  # n_image_examples
