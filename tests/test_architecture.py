@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC.name
 
 # what each package may import besides itself; the entry points may import anything
 ALLOWED = {
@@ -47,7 +48,7 @@ def imports() -> list[tuple[str, str]]:
                 names = [alias.name for alias in node.names]
             else:
                 continue
-            found += [(importer, name) for name in names if name.split(".")[0] == "src"]
+            found += [(importer, name) for name in names if name.split(".")[0] == PACKAGE]
     return found
 
 
@@ -64,7 +65,7 @@ def violation(importer: str, imported: str) -> str | None:
         and target not in allowed
         and imported not in ALLOWED_MODULES.get(package, ())
     ):
-        return f"src.{package} may not import src.{target}"
+        return f"{PACKAGE}.{package} may not import {PACKAGE}.{target}"
     if package == target == "models":
         layer = importer.split(".")[2]
         into = imported.split(".")[2] if imported.count(".") >= 2 else ""
