@@ -162,22 +162,13 @@ def recheck(target: Path, children: tuple[str, ...]) -> None:
 
 
 def results(target: Path) -> dict[str, collections.Counter]:
-    """Mutant outcomes per package, from `mutmut results --all true`."""
-    done = subprocess.run(
-        [sys.executable, "-m", "mutmut", "results", "--all", "true"],
-        cwd=target,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    """Mutant outcomes per package; the survivors' names go to `survivors.txt`."""
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     survivors = []
-    for line in done.stdout.splitlines():
-        name, sep, outcome = line.strip().rpartition(": ")
-        if not sep or not name.startswith(f"{PACKAGE}."):
+    for name, outcome in statuses(target).items():
+        if not name.startswith(f"{PACKAGE}."):
             continue
-        package = name.split(".")[1]
-        counts[package][outcome] += 1
+        counts[name.split(".")[1]][outcome] += 1
         if outcome == "survived":
             survivors.append(name.replace(f"{PACKAGE}.", "src.", 1))
     (target / "survivors.txt").write_text("\n".join(survivors) + "\n")
