@@ -18,11 +18,13 @@ from torch import nn
 from src.losses.contrastive_divergence import ContrastiveDivergence
 from src.losses.gradient_penalty import WassersteinGP
 from src.models.components.capsnets import SmallCapsNet
+from src.models.components.capsule import PrimaryCapsules, Routing, squash
 from src.models.components.classifier_nets import ConvClassifierNet
 from src.models.components.energy_nets import MLPEnergy
-from src.models.components.gan_nets import MLPCritic, MLPGenerator
+from src.models.components.gan_nets import Generator, MLPCritic, MLPGenerator
 from src.models.components.langevin import LangevinSampler, ReplayBuffer
 from src.models.components.latents import GumbelSoftmaxLatent
+from src.models.components.tagging import BiLSTM
 from src.models.ebm import EBM
 from src.models.ebm_generator import StatisticsNet
 from src.models.wgan_gp import WGANGP
@@ -252,3 +254,59 @@ def test_the_feature_classifier_is_the_shipped_checkpoints_architecture() -> Non
     weights = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
     net.load_state_dict(weights, strict=True)
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_squash_keeps_zero_at_zero_and_uses_the_constant() -> None:
+    s = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
+    torch.testing.assert_close(squash(s), torch.tensor([[25 / 26 * 0.6, 25 / 26 * 0.8], [0, 0]]))
+    torch.testing.assert_close(squash(s[:1], constant=0.5), 25 / 25.5 * s[:1] / 5)
+
+
+def test_primary_capsules_are_sabours_by_default_and_record_their_grid() -> None:
+    primary = PrimaryCapsules(4)
+    conv = primary.conv
+    assert (conv.out_channels, conv.kernel_size, conv.stride) == (32 * 8, (9, 9), (2, 2))
+    assert primary.capsule_dim == 8 and primary.squash_constant == 1.0 and primary.grid is None
+    small = PrimaryCapsules(
+        4, capsule_dim=2, n_maps=3, kernel_size=3, stride=1, squash_constant=0.5
+    )
+    x = torch.randn(2, 4, 5, 6)
+    out = small(x)
+    assert small.grid == (3, 4) and out.shape == (2, 3 * 3 * 4, 2)
+    raw = small.conv(x).reshape(2, 3, 2, 3, 4).permute(0, 1, 3, 4, 2).reshape(2, -1, 2)
+    torch.testing.assert_close(out.norm(dim=-1), squash(raw, constant=0.5).norm(dim=-1))
+    whole = PrimaryCapsules(4, kernel_size=None)
+    assert whole(x).shape == (2, 30, 4) and whole.grid == (5, 6)
+
+
+def test_routing_defaults_are_three_shared_iterations_and_one_is_enough() -> None:
+    routing = Routing(4, 3, 2)
+    assert (routing.iterations, routing.shared_weights, routing.revised) == (3, True, False)
+    assert routing.squash_constant == 1.0
+    one = Routing(4, 3, 2, iterations=1)
+    assert one(torch.randn(2, 5, 4)).shape == (2, 3, 2)
+    with pytest.raises(ValueError, match="routing needs at least one iteration, got 0"):
+        Routing(4, 3, 2, iterations=0)
+
+
+def test_the_base_generator_draws_normal_codes_by_default() -> None:
+    assert Generator(3).code == "normal"
+
+
+def test_the_bilstm_has_one_layer_by_default() -> None:
+    assert BiLSTM(vocab_size=5).lstm.num_layers == 1
+
+
+def test_wgan_validation_under_inference_mode_names_the_setting() -> None:
+    model = WGANGP(
+        generator=AffineGenerator(((1.0, 0.5), (-0.3, 2.0)), (0.2, -0.1)),
+        critic=HalfSquare(),
+        loss=WassersteinGP(lam=1.0),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+        critic_optimizer=functools.partial(torch.optim.SGD, lr=0.0),
+    )
+    message = "WGAN-GP measures critic gradients in validation: set trainer.inference_mode=false."
+    with pytest.raises(UserError, match=re.escape(message)):
+        trainer(inference_mode=True).validate(
+            model, dataloaders=loader([batch(torch.zeros(4, 2))]), verbose=False
+        )

@@ -9,6 +9,7 @@ import math
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+import lightning.pytorch as pl
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from src.losses.contrastive_divergence import ContrastiveDivergence, MEGLoss
 from src.losses.gradient_penalty import WassersteinGP
 from src.losses.margin import MarginLoss
 from src.losses.nce import NCELoss
-from src.metrics.toy2d import grid_log_density, grid_points
+from src.metrics.toy2d import grid_log_density, grid_points, mmd
 from src.models.components.langevin import LangevinSampler
 from src.models.components.latents import GaussianLatent
 from src.models.ebm import EBM
@@ -57,12 +58,15 @@ class Sent:
             monkeypatch.setattr(module, "log_histogram", self._histogram, raising=False)
 
     def _figure(self, trainer: Any, tag: str, figure: Any) -> None:
+        assert isinstance(trainer, pl.Trainer)
         self.figures[tag] = figure
 
     def _grid(self, trainer: Any, tag: str, images: torch.Tensor, nrow: int = 8) -> None:
+        assert isinstance(trainer, pl.Trainer)
         self.grids[tag] = (images.detach().clone(), nrow)
 
     def _histogram(self, trainer: Any, tag: str, values: torch.Tensor) -> None:
+        assert isinstance(trainer, pl.Trainer)
         self.histograms[tag] = values.detach().clone()
 
 
@@ -72,12 +76,14 @@ def _close_figures():
     plt.close("all")
 
 
-def _validate(model: Any, tmp_path, datamodule: Any = None, loader: Any = None) -> None:
+def _validate(model: Any, tmp_path, datamodule: Any = None, loader: Any = None) -> dict[str, float]:
+    """The metrics a validation with a TensorBoard logger gives."""
     run = trainer(logger=TensorBoardLogger(str(tmp_path)))
     if datamodule is not None:
         run.validate(model, datamodule=datamodule, verbose=False)
     else:
         run.validate(model, dataloaders=loader, verbose=False)
+    return {k: float(v) for k, v in run.callback_metrics.items()}
 
 
 def _image_of(figure: Any, panel: int) -> np.ndarray:
@@ -131,6 +137,7 @@ def test_the_2d_ebm_sends_its_energies_and_exp_minus_e_next_to_the_truth(
     np.testing.assert_allclose(_image_of(figure, 0), _softmax(log_p), rtol=1e-6)
     minus_e = -_grid_energy(W, C, bounds).reshape(GRID, GRID)
     np.testing.assert_allclose(_image_of(figure, 1), _softmax(minus_e), rtol=1e-5)
+    assert figure.axes[1].get_title().startswith("exp(-E), KL(true || model) = ")
     buffer_points, chain_points = (
         torch.as_tensor(np.asarray(c.get_offsets())) for c in figure.axes[2].collections
     )
@@ -171,12 +178,15 @@ def test_the_toy_wgan_sends_its_critic_under_the_real_and_generated_samples(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
     sent = Sent(monkeypatch, src.models.wgan_gp)
-    model = WGANGP(loss=WassersteinGP(lam=1.0), n_eval_samples=1500, **_wgan_parts())
+    model = WGANGP(loss=WassersteinGP(lam=1.0), n_eval_samples=2500, **_wgan_parts())
     data = _toy(VAL)
-    _validate(model, tmp_path, datamodule=data)
+    logged = _validate(model, tmp_path, datamodule=data)
     ax = sent.figures["val/critic_contour"].axes[0]
+    assert ax.get_title() == "critic D(x), samples"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["real", "generated"]
     truth, _ = data.distribution.sample(2000, torch.Generator().manual_seed(model.eval_seed))
-    samples = model.sample(1500, model.eval_generator(FIXED_NOISE))
+    samples = model.sample(2500, model.eval_generator(FIXED_NOISE))
+    assert logged["val/mmd"] == pytest.approx(mmd(samples[:2000], truth), rel=1e-5)
     real, fake = (torch.as_tensor(np.asarray(c.get_offsets())) for c in ax.collections[1:])
     torch.testing.assert_close(real.float(), truth[:1000].float())
     torch.testing.assert_close(fake.float(), samples[:1000].float())
@@ -200,6 +210,7 @@ def test_the_generator_model_sends_exp_minus_e_with_its_samples(
     figure = sent.figures["val/density"]
     critic = _grid_energy(W, C, data.distribution.bounds).reshape(GRID, GRID)  # -E = D
     np.testing.assert_allclose(_image_of(figure, 1), _softmax(critic), rtol=1e-5)
+    assert figure.axes[1].get_title().startswith("exp(-E), KL(true || model) = ")
     (generated,) = figure.axes[2].collections
     expected = model.sample(2000, model.eval_generator(FIXED_NOISE))
     torch.testing.assert_close(
@@ -256,6 +267,10 @@ def test_the_2d_vae_sends_its_posterior_means_by_class_and_the_decoded_manifold(
     images, nrow = sent.grids["val/latent_manifold"]
     assert nrow == 15
     torch.testing.assert_close(images, model.decode(manifold_codes(15)).detach())
+    unnamed = ToyBatches(EightGaussians(), [(x, y)], [(x, y)])  # no `classes`: the label ids
+    _validate(build_vae(latent=GaussianLatent(dim=2)), tmp_path, datamodule=unnamed)
+    legend = sent.figures["val/latent_scatter"].axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["0", "1", "2"]
 
 
 def test_the_crf_tagger_sends_its_transition_scores(
@@ -343,14 +358,30 @@ def test_the_capsule_classifier_sends_nothing_without_tensorboard(
     assert not sent.grids and not sent.figures
 
 
+@pytest.mark.parametrize("primary", [True, False])
 def test_a_net_without_routing_sends_reconstructions_only(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
+    monkeypatch: pytest.MonkeyPatch, tmp_path, primary: bool
 ) -> None:
     sent = Sent(monkeypatch, src.models.multi_item)
-    model = _multi_item(_RoutingNet(routing=False))
+    net = _RoutingNet(routing=False)
+    if not primary:  # the CNN baseline has neither
+        del net.primary
+    model = _multi_item(net)
     images = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(6))
     _validate(model, tmp_path, loader=loader([(images, torch.tensor([0, 1, 2]))]))
     assert set(sent.grids) == {"val/reconstructions"}
+
+
+def test_the_routing_maps_show_at_most_eight_images(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.models.multi_item)
+    model = _multi_item(_RoutingNet())
+    model.hparams.n_image_examples = 10
+    images = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(8))
+    _validate(model, tmp_path, loader=loader([(images, torch.arange(10) % 3)]))
+    rows, nrow = sent.grids["val/routing_coefficients"]
+    assert rows.shape[0] == 8 * nrow
 
 
 def test_the_pairs_test_set_sends_the_first_images_titled_with_their_top_two(

@@ -75,7 +75,7 @@ def test_sabour_capsnet_is_the_papers_network_with_its_parameter_count() -> None
 
 def test_sabour_capsnet_passes_its_settings_on_and_reads_any_image_size() -> None:
     net = SabourCapsNet(
-        image_shape=(2, 29, 30),
+        image_shape=(2, 29, 31),
         n_classes=4,
         conv_channels=8,
         n_maps=3,
@@ -90,8 +90,8 @@ def test_sabour_capsnet_passes_its_settings_on_and_reads_any_image_size() -> Non
     routing = net.routing
     assert (routing.iterations, routing.revised, routing.detach_iterations) == (2, True, True)
     assert routing.squash_constant == net.primary.squash_constant == 0.5
-    assert routing.in_caps == 3 * 7 * 7  # 29x30 -> conv 21x22 -> primary 7x7
-    scores, poses = net(torch.rand(3, 2, 29, 30))
+    assert routing.in_caps == 3 * 7 * 8  # 29x31 -> conv 21x23 -> primary 7x8
+    scores, poses = net(torch.rand(3, 2, 29, 31))
     assert scores.shape == (3, 4) and poses.shape == (3, 4, 6)
     torch.testing.assert_close(scores, poses.norm(dim=-1))
 
