@@ -126,10 +126,9 @@ def test_the_ebm_adds_data_noise_of_the_configured_scale(data_noise: float) -> N
     assert e_real.std().item() == pytest.approx(data_noise, abs=0.02)
 
 
-def test_wgan_evaluation_repeats_its_interpolates() -> None:
-    """Two validations of the same model give the same gradient norm at the interpolates: they
-    come from the batch's own generator, not from the global one."""
-    model = WGANGP(
+def _wgan() -> WGANGP:
+    """A WGAN-GP of an affine generator and the critic |x|^2 / 2, frozen (lr 0)."""
+    return WGANGP(
         generator=AffineGenerator(((1.0, 0.5), (-0.3, 2.0)), (0.2, -0.1)),
         critic=HalfSquare(),
         loss=WassersteinGP(lam=1.0),
@@ -137,6 +136,12 @@ def test_wgan_evaluation_repeats_its_interpolates() -> None:
         critic_optimizer=functools.partial(torch.optim.SGD, lr=0.0),
         n_critic=1,
     )
+
+
+def test_wgan_evaluation_repeats_its_interpolates() -> None:
+    """Two validations of the same model give the same gradient norm at the interpolates: they
+    come from the batch's own generator, not from the global one."""
+    model = _wgan()
     real = [torch.randn(64, 2, generator=torch.Generator().manual_seed(5))]
     first, _ = evaluate(model, "val", model.generator, real)
     torch.manual_seed(123)
@@ -298,13 +303,7 @@ def test_the_bilstm_has_one_layer_by_default() -> None:
 
 
 def test_wgan_validation_under_inference_mode_names_the_setting() -> None:
-    model = WGANGP(
-        generator=AffineGenerator(((1.0, 0.5), (-0.3, 2.0)), (0.2, -0.1)),
-        critic=HalfSquare(),
-        loss=WassersteinGP(lam=1.0),
-        optimizer=functools.partial(torch.optim.SGD, lr=0.0),
-        critic_optimizer=functools.partial(torch.optim.SGD, lr=0.0),
-    )
+    model = _wgan()
     message = "WGAN-GP measures critic gradients in validation: set trainer.inference_mode=false."
     with pytest.raises(UserError, match=re.escape(message)):
         trainer(inference_mode=True).validate(
