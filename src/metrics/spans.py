@@ -1,17 +1,7 @@
-"""Span metrics for sequence tagging: strict span extraction, span F1 and tagged-text rendering.
+"""Span metrics for sequence tagging: span F1 and tagged-text rendering.
 
-Tags are "PREFIX-TYPE" strings ("B-PER", "I-LOC") or bare prefixes ("O", and the untyped "B",
-"M", "E", "S" of Chinese word segmentation, whose spans have type ""). Schemes:
-
-    BIO     a span is B-X I-X*
-    BIOES   a span is S-X, or B-X I-X* E-X
-    BMES    a span (a word) is S, or B M* E; typed B-X/M-X/E-X/S-X are accepted too
-    None    no spans (e.g. POS tagging): only token accuracy is meaningful
-
-Extraction is STRICT, as seqeval's mode="strict" with the IOB2 / IOBES schemes: a span counts
-only when it is well-formed, and ill-formed fragments (an I-X after O, a B-X I-X without its
-E-X under BIOES, a type change inside a span) are not spans. One scanner, driven by the
-per-scheme `SpanRule`, serves all three schemes.
+Spans are those of `src.utils.tag_schemes` (BIO, BIOES, BMES; None: no spans, e.g. POS tagging,
+where only token accuracy is meaningful), extracted strictly as seqeval's mode="strict" does.
 
 `SpanF1` scores predicted tag ids against gold ones as seqeval does: micro precision, recall
 and F1 over all spans (0 when undefined, as zero_division=0), F1 per type, and token accuracy.
@@ -20,89 +10,12 @@ Its states are counts summed across processes, so it is exact under DDP.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
 
-from src.utils.errors import UserError
-
-
-@dataclass(frozen=True)
-class SpanRule:
-    """The prefixes of one scheme: a span is `single` alone, or `begin` `inside`* [`end`].
-
-    With `end` None (BIO) a span closes at the first token that does not continue it; otherwise
-    it must close with an `end` tag of the same type.
-    """
-
-    begin: str
-    inside: str
-    end: str | None
-    single: str | None
-
-    @property
-    def prefixes(self) -> set[str]:
-        """Every prefix the scheme allows, "O" included."""
-        return {"O", self.begin, self.inside} | {p for p in (self.end, self.single) if p}
-
-
-RULES = {
-    "BIO": SpanRule(begin="B", inside="I", end=None, single=None),
-    "BIOES": SpanRule(begin="B", inside="I", end="E", single="S"),
-    "BMES": SpanRule(begin="B", inside="M", end="E", single="S"),
-}
-
-Span = tuple[str, int, int]
-
-
-def _rule(scheme: str) -> SpanRule:
-    if scheme not in RULES:
-        raise UserError(f"tag scheme {scheme!r} is unknown; available: {', '.join(RULES)}, None.")
-    return RULES[scheme]
-
-
-def parse_tag(tag: str) -> tuple[str, str]:
-    """(prefix, type) of a tag: "B-PER" -> ("B", "PER"), "O" -> ("O", ""), "S" -> ("S", "")."""
-    prefix, _, kind = tag.partition("-")
-    return prefix, kind
-
-
-def _scan(
-    parsed: Sequence[tuple[str, Hashable]], rule: SpanRule
-) -> list[tuple[Hashable, int, int]]:
-    """Strict spans (type, start, end_exclusive) of a sequence of (prefix, type) pairs."""
-    spans = []
-    n = len(parsed)
-    i = 0
-    while i < n:
-        prefix, kind = parsed[i]
-        if prefix == rule.single:
-            spans.append((kind, i, i + 1))
-            i += 1
-        elif prefix == rule.begin:
-            inside = (rule.inside, kind)
-            j = i + 1
-            while j < n and parsed[j] == inside:
-                j += 1
-            if rule.end is None:
-                spans.append((kind, i, j))
-            elif j < n and parsed[j] == (rule.end, kind):
-                j += 1
-                spans.append((kind, i, j))
-            i = j  # the tokens skipped are all `inside`, none of which can start a span
-        else:
-            i += 1
-    return spans
-
-
-def extract_spans(tags: Sequence[str], scheme: str) -> list[Span]:
-    """Well-formed spans (type, start, end_exclusive) of a tag sequence, in order.
-
-    Tags whose prefix the scheme does not know simply break spans.
-    """
-    return _scan([parse_tag(tag) for tag in tags], _rule(scheme))
+from src.utils.tag_schemes import check_scheme, extract_spans, parse_tag, scan
 
 
 def _prf(
@@ -132,23 +45,13 @@ class SpanF1(Metric):
         super().__init__()
         self.tags = list(tags)
         self.scheme = scheme
-        self._rule = None if scheme is None else _rule(scheme)
+        self._rule = None if scheme is None else check_scheme(self.tags, scheme)
         self.types: list[str] = []
         self.add_state("correct", torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0), dist_reduce_fx="sum")
         if self._rule is None:
             return
         parsed = [parse_tag(tag) for tag in self.tags]
-        bad = [
-            tag
-            for tag, (prefix, _) in zip(self.tags, parsed, strict=True)
-            if prefix not in self._rule.prefixes
-        ]
-        if bad:
-            raise UserError(
-                f"tags {bad} do not belong to the {scheme} scheme (prefixes "
-                f"{', '.join(sorted(self._rule.prefixes))}): check the tag scheme of the data."
-            )
         self.types = sorted({kind for prefix, kind in parsed if prefix != "O"})
         index = {kind: k for k, kind in enumerate(self.types)}
         self._parsed = [(prefix, index.get(kind, -1)) for prefix, kind in parsed]
@@ -185,14 +88,14 @@ class SpanF1(Metric):
         for length in lengths:
             stop = start + length
             pred_seq, gold_seq = pred_ids[start:stop], gold_ids[start:stop]
-            gold = _scan([parsed[t] for t in gold_seq], rule)
-            pred = gold if pred_seq == gold_seq else _scan([parsed[t] for t in pred_seq], rule)
-            for kind, _, _ in gold:
-                n_gold[kind] += 1
-            for kind, _, _ in pred:
-                n_pred[kind] += 1
-            for kind, _, _ in set(gold).intersection(pred):
-                tp[kind] += 1
+            gold = scan([parsed[t] for t in gold_seq], rule)
+            pred = gold if pred_seq == gold_seq else scan([parsed[t] for t in pred_seq], rule)
+            for span in gold:
+                n_gold[span.kind] += 1
+            for span in pred:
+                n_pred[span.kind] += 1
+            for span in set(gold).intersection(pred):
+                tp[span.kind] += 1
             start = stop
         return tp, n_pred, n_gold
 
@@ -223,7 +126,7 @@ def format_tagged(
         raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
     if scheme is None:
         return " ".join(f"{token}/{tag}" for token, tag in zip(tokens, tags, strict=True))
-    spans = {start: (kind, end) for kind, start, end in extract_spans(tags, scheme)}
+    spans = {start: (kind, end) for start, end, kind in extract_spans(tags, scheme)}
     pieces = []
     i = 0
     while i < len(tokens):

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from src.data.tagging import encode_tokens
 from src.evaluation.figures import transitions_figure
 from src.metrics.spans import SpanF1, format_tagged
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
@@ -31,6 +30,7 @@ from src.models.components.tagging import SoftmaxHead
 from src.utils.bounds import NonNegativeInt, PositiveFloat
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure, log_text
+from src.utils.vocabulary import encode_tokens
 
 DATA_KWARGS = ["vocab", "tags", "scheme"]
 

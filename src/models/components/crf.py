@@ -30,7 +30,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from src.utils.bounds import PositiveFloat, PositiveInt
-from src.utils.errors import shown
+from src.utils.tag_schemes import check_scheme
 
 Reduction = Literal["mean", "sum", "token_mean", "none"]
 
@@ -57,33 +57,15 @@ class TransitionMask(NamedTuple):
 
 
 def allowed_transitions(tags: list[str], scheme: str) -> TransitionMask:
-    """The transitions a well-formed tag sequence can make under `scheme` (BIO, BIOES, BMES).
-
-    Tags are `O`, `B-X`, `I-X`, `E-X`, `S-X` (`M-X` for BMES), or untyped `B`, `M`, `E`, `S`.
-    BIO: I-X only after B-X or I-X. BIOES and BMES: a span is S, or B (I|M)* E of one type.
-    """
-    scheme = scheme.upper()
-    inside = {"BIO": "I", "BIOES": "I", "BMES": "M"}.get(scheme)
-    if inside is None:
-        raise ValueError(f"unknown tag scheme {scheme!r}: use BIO, BIOES or BMES")
-    parsed = [(tag.partition("-")[0], tag.partition("-")[2]) for tag in tags]
-    for tag, (prefix, _) in zip(tags, parsed, strict=True):
-        if prefix not in set(scheme) | {"O"} or (prefix == "O" and scheme == "BMES"):
-            raise ValueError(f"tag {shown(tag)} does not belong to the {scheme} scheme")
-    closed = {"BIO": {"O", "B", "I"}, "BIOES": {"O", "E", "S"}, "BMES": {"E", "S"}}[scheme]
-    opens = {"B", inside}
-
-    def follows(a: tuple[str, str], b: tuple[str, str]) -> bool:
-        (pa, ta), (pb, tb) = a, b
-        if pb in ("I", "M", "E"):  # continues a span of the same type
-            return pa in opens and ta == tb
-        return pa in closed  # O, B or S start fresh
-
-    k = len(tags)
-    trans = torch.tensor([[follows(a, b) for b in parsed] for a in parsed], dtype=torch.bool)
-    start = torch.tensor([p not in ("I", "M", "E") for p, _ in parsed], dtype=torch.bool)
-    end = torch.tensor([p in closed for p, _ in parsed], dtype=torch.bool)
-    return TransitionMask(trans.reshape(k, k), start, end)
+    """The transitions, first and last tags a well-formed sequence can have under `scheme` (BIO,
+    BIOES, BMES; the grammar is `src.utils.tag_schemes`')."""
+    scheme_rule = check_scheme(tags, scheme.upper())
+    trans = [[scheme_rule.may_follow(a, b) for b in tags] for a in tags]
+    return TransitionMask(
+        torch.tensor(trans, dtype=torch.bool).reshape(len(tags), len(tags)),
+        torch.tensor([scheme_rule.may_start(t) for t in tags], dtype=torch.bool),
+        torch.tensor([scheme_rule.may_end(t) for t in tags], dtype=torch.bool),
+    )
 
 
 def _scaled_forward_backward(
