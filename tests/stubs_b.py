@@ -154,11 +154,13 @@ def evaluate(
     stub: Recording | AffineGenerator,
     batches: Sequence[torch.Tensor] = (),
     datamodule: pl.LightningDataModule | None = None,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> tuple[dict[str, float], StepRecorder]:
     """Validate (`stage` "val") or test `model` on `batches` of points (zero labels) or on
-    `datamodule`'s; the logged metrics and the record of `stub`'s inputs per batch."""
+    `datamodule`'s, with `callbacks`; the logged metrics and the record of `stub`'s inputs per
+    batch."""
     recorder = StepRecorder(stub)
-    run = trainer(callbacks=[recorder])
+    run = trainer(callbacks=[recorder, *callbacks])
     evaluation = run.validate if stage == "val" else run.test
     if datamodule is None:
         evaluation(model, dataloaders=loader([batch(x) for x in batches]), verbose=False)

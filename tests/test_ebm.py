@@ -13,16 +13,22 @@ from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.callbacks.divergence_guard import DivergenceError, DivergenceGuard
+from src.callbacks.toy_density import ToyDensityCallback
 from src.data.toy_distributions import EightGaussians
 from src.losses.contrastive_divergence import ContrastiveDivergence
 from src.metrics.toy2d import grid_log_density
 from src.models.components.energy_nets import ConvEnergy, MLPEnergy
+from src.models.ebm import EBM
 from src.train import build, train
 from tests.conftest import needs_fashion, quiet_trainer, run_script
 
-TOY_FAST = ["trainer.fast_dev_run=true", "model.sample_steps=5", "model.grid_size=40"]
+TOY_FAST = [
+    "trainer.fast_dev_run=true",
+    "model.sample_steps=5",
+    "callbacks.toy_density.grid_size=40",
+]
 IMAGE_FAST = [
-    *TOY_FAST,
+    *TOY_FAST[:2],
     "data.batch_size=16",
     "data.eval_batch_size=16",
     "model.sampler.steps=3",
@@ -75,19 +81,24 @@ class _TrueEnergy(torch.nn.Module):
         return 3.0 - self.dist.log_prob(x)
 
 
+def _grid_kl(model: EBM, distribution: EightGaussians, n: int) -> float:
+    """The toy-density callback's KL(true || exp(-E)) on an n x n grid."""
+    callback = ToyDensityCallback(grid_size=n)
+    callback.distribution = distribution
+    return callback.grid_measures(callback.on_grid(model.log_density, "cpu"), model)["kl"]
+
+
 def test_grid_kl_is_zero_for_the_true_energy_and_right_for_a_flat_one(make_cfg) -> None:
     datamodule, model = build(make_cfg("model=ebm_2d"))
-    model.trainer = pl.Trainer(logger=False)  # the data module is reached through the trainer
-    model.trainer.datamodule = datamodule
     dist = datamodule.distribution
     model.energy = _TrueEnergy(dist)
-    assert model.grid_kl(100) == pytest.approx(0.0, abs=1e-9)
+    assert _grid_kl(model, dist, 100) == pytest.approx(0.0, abs=1e-9)
     model.energy = MLPEnergy((2,), hidden=(4,))
     torch.nn.init.zeros_(_last_linear(model.energy).weight)
     _, _, log_p = grid_log_density(dist, 100)
     p = torch.softmax(log_p.flatten(), 0)
     expected = float((p * (p.clamp_min(1e-300).log() + math.log(p.numel()))).sum())
-    assert model.grid_kl(100) == pytest.approx(expected, rel=1e-6)
+    assert _grid_kl(model, dist, 100) == pytest.approx(expected, rel=1e-6)
 
 
 class _BlowUp(pl.Callback):
@@ -169,9 +180,7 @@ def test_training_lowers_the_grid_kl(make_cfg) -> None:
     with open_dict(cfg):
         cfg.trainer.update(max_epochs=4, limit_train_batches=200, max_time=None)
     datamodule, model = build(cfg)
-    model.trainer = pl.Trainer(logger=False)
-    model.trainer.datamodule = datamodule
-    untrained = model.grid_kl(200)
+    untrained = _grid_kl(model, datamodule.distribution, 200)
     metrics = train(cfg)
     assert untrained > 2.0 and metrics["test/kl"] < 0.6, (untrained, metrics["test/kl"])
 
@@ -189,7 +198,7 @@ def test_toy_density_figures_reach_tensorboard(
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1",
-        "model.grid_size=40",
+        "callbacks.toy_density.grid_size=40",
         "data.n_val=256",
     )
     train(cfg)

@@ -6,20 +6,23 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import open_dict
 
+from src.callbacks.toy_density import ToyDensityCallback
 from src.losses.contrastive_divergence import MEGLoss
-from src.metrics.toy2d import kl_on_grid
 from src.models.ebm_generator import StatisticsNet, jsd_mutual_information
 from src.train import build, train
 from src.utils.checkpoint import load_model, read_checkpoint, run_config
 from src.utils.errors import UserError
 
-FAST = ["trainer.fast_dev_run=true", "model.grid_size=40", "model.n_eval_samples=500"]
+FAST = [
+    "trainer.fast_dev_run=true",
+    "callbacks.toy_density.grid_size=40",
+    "callbacks.toy_density.n_samples=500",
+]
 
 
 def test_meg_loss_is_the_contrast_plus_the_gradient_at_the_data_plus_the_regulariser() -> None:
@@ -182,7 +185,7 @@ def test_smoke_fast_dev_run_meg(make_cfg, experiment: str) -> None:
 
 
 def test_checkpoint_loads_weights_only(make_cfg, tmp_path: Path) -> None:
-    cfg = make_cfg("experiment=meg_toy", "model.grid_size=40", "model.n_eval_samples=500")
+    cfg = make_cfg("experiment=meg_toy", *FAST[1:])
     with open_dict(cfg):
         cfg.test = False
         cfg.trainer.update(max_epochs=1, limit_train_batches=3, limit_val_batches=1)
@@ -199,8 +202,8 @@ def test_training_lowers_the_grid_kl_of_the_energy(make_cfg) -> None:
     with open_dict(cfg):
         cfg.trainer.update(max_epochs=8, max_time=None)
     datamodule, model = build(cfg)
-    model.trainer = pl.Trainer(logger=False)
-    model.trainer.datamodule = datamodule
-    untrained = kl_on_grid(*model.grid_log_density(200))
+    callback = ToyDensityCallback(grid_size=200)
+    callback.distribution = datamodule.distribution
+    untrained = callback.grid_measures(callback.on_grid(model.log_density, "cpu"), model)["kl"]
     metrics = train(cfg)
     assert untrained > 2.0 and metrics["test/kl"] < 0.5 * untrained, (untrained, metrics["test/kl"])

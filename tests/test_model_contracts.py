@@ -53,7 +53,6 @@ def _nce(noise_ratio: int = 2) -> NCEDensity:
         loss=NCELoss(noise_ratio=noise_ratio),
         optimizer=functools.partial(torch.optim.SGD, lr=0.0),
         hidden=(),
-        grid_size=8,
     )
     model.net = Affine((0.3, -0.2), 0.1, keepdim=True)
     model.noise_loc.copy_(torch.tensor([5.0, -3.0]))

@@ -34,7 +34,12 @@ class TrueLogDensity(nn.Module):
 def _validate(cfg, model=None, datamodule=None) -> dict[str, float]:
     built_data, built_model = build(cfg)
     datamodule, model = datamodule or built_data, model or built_model
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[hydra.utils.instantiate(cfg.callbacks.toy_density)],
+    )
     return trainer.validate(model, datamodule=datamodule, verbose=False)[0]
 
 
@@ -91,7 +96,7 @@ def test_a_short_nce_fit_beats_the_noise_and_finds_its_normaliser(make_cfg) -> N
         "callbacks=none",
         "test=false",
         "model.optimizer.lr=0.003",
-        "model.grid_size=100",
+        "callbacks.toy_density.grid_size=100",
         "data.batch_size=256",
     )
     metrics = train(cfg)

@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 
+from src.callbacks.toy_density import ToyDensityCallback
 from src.data.toy_distributions import EightGaussians
 from src.losses.nce import NCELoss
 from src.models.nce_density import NCEDensity
@@ -69,7 +70,6 @@ def nce(
         optimizer=functools.partial(torch.optim.SGD, lr=lr),
         hidden=(),
         noise_scale=NOISE_SCALE,
-        grid_size=GRID,
     )
     stub = Affine(V, G, keepdim=True)
     model.net = stub
@@ -161,7 +161,8 @@ def test_evaluation_scores_noise_of_its_own_for_each_batch(stage: str) -> None:
     averaged with the batch sizes as weights; log Z and the grid measures are as computed here."""
     batches = [_points(300, seed=1), _points(100, seed=2)]
     model, data, stub, *_ = nce(batches, lr=0.0)
-    logged, recorder = evaluate(model, stage, stub, datamodule=data)
+    density = [ToyDensityCallback(grid_size=GRID)]
+    logged, recorder = evaluate(model, stage, stub, datamodule=data, callbacks=density)
     noises = [
         _split(torch.cat(calls), x) for x, calls in zip(batches, recorder.inputs, strict=True)
     ]

@@ -10,7 +10,7 @@
   between model samples and a large sample of the true distribution; 0 iff the two are equal.
 - `grid_points`, `grid_log_density`, `kl_on_grid`: densities on an n x n grid of cell midpoints
   over the distribution's box, and KL(true || model) with both normalised over the cells;
-  `model_on_grid` and `grid_kl_terms` give a model's values there and the KL with its split.
+  `grid_kl_terms` gives the KL with its split.
 - `kl_decomposition`: where a grid KL(p || q) comes from. With the cells split into the regions
   near each mode and the rest, the chain rule of KL gives exactly
 
@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -172,21 +172,6 @@ def kl_on_grid(log_p_true: Tensor, log_q_unnormalised: Tensor) -> float:
     lq = lq - torch.logsumexp(lq, dim=0)
     lp, lq = lp[support], lq[support]
     return float((lp.exp() * (lp - lq)).sum())
-
-
-@torch.no_grad()
-def model_on_grid(
-    log_density: Callable[[Tensor], Tensor],
-    dist: KnownDensity,
-    n: int,
-    device: torch.device | str = "cpu",
-) -> tuple[Tensor, Tensor]:
-    """(true log p, the model's unnormalised log density) at the cell midpoints of an n x n grid
-    over the distribution's box; `log_density` maps (N, 2) float32 points to (N,)."""
-    _, _, log_p = grid_log_density(dist, n)
-    _, _, points = grid_points(dist.bounds, n, torch.float32)
-    log_q = log_density(points.reshape(-1, 2).to(device)).reshape(n, n)
-    return log_p, log_q.cpu()
 
 
 def grid_kl_terms(log_p: Tensor, log_q: Tensor, dist: KnownDensity) -> dict[str, float]:

@@ -6,10 +6,10 @@ re-initialised from uniform noise), runs the Langevin sampler under the current 
 the end points back, and minimises the contrastive-divergence loss plugin
     mean E(x+) - mean E(x-) + alpha * mean(E(x+)^2 + E(x-)^2).
 
-Validation logs the mean energies of held-out data and buffer samples; on 2-d toy data also
-`val/kl`, KL(true || model) between the true density and exp(-E) normalised on a grid. TensorBoard
-gets energy histograms, samples from the buffer and from fresh long chains from noise (image grids,
-or scatter plots in 2-d) and, in 2-d, the learned density next to the true one.
+Validation logs the loss terms on held-out data and buffer samples. TensorBoard gets energy
+histograms and, for images, samples from the buffer and from fresh long chains from noise. On 2-d
+toy data the density measures (`val/kl`, KL(true || exp(-E)) on a grid) and figure come from the
+`toy_density` callback, through `log_density` and `sample`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.evaluation.figures import density_figure
 from src.losses.contrastive_divergence import ContrastiveDivergence
-from src.metrics.toy2d import grid_kl_terms, kl_on_grid, model_on_grid
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.langevin import LangevinSampler, ReplayBuffer, uniform_noise
 from src.utils.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt, Probability
 from src.utils.errors import UserError
-from src.utils.images import has_image_logger, log_figure, log_histogram, log_image_grid
+from src.utils.images import has_image_logger, log_histogram, log_image_grid
 
 NetFactory = Callable[..., nn.Module]
 
@@ -49,7 +47,6 @@ class EBM(BaseModule):
         reinit_prob: Probability = 0.05,
         data_noise: NonNegativeFloat = 0.0,
         sample_steps: NonNegativeInt = 200,
-        grid_size: PositiveInt = 200,
         n_image_samples: NonNegativeInt = 64,
         eval_seed: int = 0,
     ) -> None:
@@ -127,21 +124,9 @@ class EBM(BaseModule):
         buffered = self.buffer.points[index]
         e_fake = self.energy(buffered)
         terms = self.loss(e_real, e_fake)
-        grid = self.grid_log_density(self.hparams.grid_size) if self.is_2d else None
-        if grid is not None:
-            grid_terms = grid_kl_terms(*grid, self.trainer.datamodule.distribution)
-            terms.update({k: torch.tensor(v) for k, v in grid_terms.items()})
         self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, sync_dist=True)
         if stage == "val" and has_image_logger(self.trainer):
-            self._log_figures(e_real, e_fake, buffered, generator, grid)
-
-    def grid_log_density(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(true log p, model -E) on the n x n cell midpoints over the data's box."""
-        return model_on_grid(self.log_density, self.trainer.datamodule.distribution, n, self.device)
-
-    def grid_kl(self, n: int) -> float:
-        """KL(true || model) in nats, both densities normalised over the grid's cells."""
-        return kl_on_grid(*self.grid_log_density(n))
+            self._log_figures(e_real, e_fake, buffered, generator)
 
     def _log_figures(
         self,
@@ -149,19 +134,13 @@ class EBM(BaseModule):
         e_fake: torch.Tensor,
         buffered: torch.Tensor,
         generator: torch.Generator,
-        grid: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> None:
-        """Energy histograms, and sample grids (images) or the density figure (2-d `grid`)."""
+        """Energy histograms, and for images the buffer's samples and fresh long chains."""
         log_histogram(self.trainer, "energy/data", e_real)
         log_histogram(self.trainer, "energy/buffer_samples", e_fake)
-        chains = self.sample(self.hparams.n_image_samples if not self.is_2d else 1000, generator)
-        if grid is not None:
-            samples = {"buffer": buffered, "fresh long chains": chains}
-            bounds = self.trainer.datamodule.distribution.bounds
-            figure = density_figure(*grid, bounds, "exp(-E)", samples)
-            log_figure(self.trainer, "val/density", figure)
+        if self.is_2d:
             return
         k = self.hparams.n_image_samples
         nrow = max(1, round(math.sqrt(k)))
         log_image_grid(self.trainer, "val/buffer_samples", buffered[:k], nrow=nrow)
-        log_image_grid(self.trainer, "val/chain_samples", chains, nrow=nrow)
+        log_image_grid(self.trainer, "val/chain_samples", self.sample(k, generator), nrow=nrow)

@@ -15,8 +15,9 @@ statistics network T(z, x) estimates with the Jensen-Shannon bound (Hjelm et al.
 
 with z' the codes of the batch shuffled. G and T both maximise it (T shares G's optimiser), so
 G's loss is  E_z[E(G(z))] - entropy_weight * I_JSD;  entropy_weight=0 switches it off and shows
-the mode collapse it prevents. On 2-d data validation also reports `val/kl`, KL(true || exp(-E))
-on a grid, and TensorBoard shows exp(-E) next to the true density with the generator's samples.
+the mode collapse it prevents. On 2-d data the toy_density callback reports `val/kl`,
+KL(true || exp(-E)) on a grid (through `log_density`), with the generator's sample measures, and
+shows exp(-E) next to the true density with the generator's samples.
 
 The energy only learns from where the negatives are: where the generator puts no samples, E is
 never raised, and exp(-E) keeps mass there. With `refine` (a `LangevinSampler`), each negative
@@ -43,17 +44,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.evaluation.figures import density_figure
 from src.losses.contrastive_divergence import MEGLoss
-from src.metrics.toy2d import grid_kl_terms, model_on_grid
 from src.models.base import OptimizerFactory, SchedulerFactory
 from src.models.components.gan_nets import Generator
 from src.models.components.langevin import LangevinSampler
 from src.models.components.nets import mlp
-from src.models.wgan_gp import FIXED_NOISE, WGANGP
+from src.models.wgan_gp import WGANGP
 from src.utils.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
-from src.utils.images import has_image_logger, log_figure
 
 
 class StatisticsNet(nn.Module):
@@ -99,13 +97,11 @@ class EBMGenerator(WGANGP):
         scheduler: SchedulerFactory | None = None,
         critic_scheduler: SchedulerFactory | None = None,
         n_critic: PositiveInt = 5,
-        n_eval_samples: PositiveInt = 10000,
         n_image_samples: NonNegativeInt = 64,
         eval_seed: int = 0,
         entropy_weight: NonNegativeFloat = 1.0,
         refine: LangevinSampler | None = None,
         refine_code: LangevinSampler | None = None,
-        grid_size: PositiveInt = 200,
     ) -> None:
         super().__init__(
             generator,
@@ -116,7 +112,6 @@ class EBMGenerator(WGANGP):
             scheduler,
             critic_scheduler,
             n_critic,
-            n_eval_samples,
             n_image_samples,
             eval_seed,
         )
@@ -166,23 +161,3 @@ class EBMGenerator(WGANGP):
                 terms["generator_loss"] - self.hparams.entropy_weight * terms["mi"]
             )
         return terms
-
-    def _evaluate_samples(self, stage: str) -> None:
-        super()._evaluate_samples(stage)
-        if self.trainer.sanity_checking or not hasattr(self.trainer.datamodule, "distribution"):
-            return
-        log_p, neg_energy = self.grid_log_density(self.hparams.grid_size)
-        terms = grid_kl_terms(log_p, neg_energy, self.trainer.datamodule.distribution)
-        self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, sync_dist=True)
-        if has_image_logger(self.trainer):
-            self._log_density(stage, log_p, neg_energy)
-
-    def grid_log_density(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(true log p, model -E) on the n x n cell midpoints over the data's box."""
-        return model_on_grid(self.log_density, self.trainer.datamodule.distribution, n, self.device)
-
-    def _log_density(self, stage: str, log_p: torch.Tensor, neg_energy: torch.Tensor) -> None:
-        samples = {"generator": self.sample(2000, self.eval_generator(FIXED_NOISE))}
-        bounds = self.trainer.datamodule.distribution.bounds
-        figure = density_figure(log_p, neg_energy, bounds, "exp(-E)", samples)
-        log_figure(self.trainer, f"{stage}/density", figure)

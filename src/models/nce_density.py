@@ -6,29 +6,27 @@ q, a Gaussian fitted to the training data (its mean, and its covariance times `n
 with the logit G(x) - log Z - log(k q(x)); at the optimum p is the data density and log Z the
 true log ∫ e^G, although no normaliser is ever computed in training.
 
-At the end of every validation and test epoch the model meets the toy data's true density
-(src/data/toy2d.py) on an n x n grid over its box:
-- `kl`: KL(true || model), both normalised numerically over the grid cells (`kl_on_grid`);
-- `kl_noise`: the same for q, where the model starts from (in effect) and what it has to beat;
-- `log_z`: the learned log Z, and `log_z_grid`: log ∫ e^G over the box by the midpoint rule.
-TensorBoard gets the true and the learned density side by side.
+Its density measures come from the `toy_density` callback, through `log_density` and
+`reference_log_densities` (the noise q): at the end of every validation and test epoch, on an
+n x n grid over the toy data's box, `kl` = KL(true || model), `kl_noise` the same for q (where the
+model starts from, in effect, and what it has to beat), and `log_z_grid`, log ∫ e^G over the box by
+the midpoint rule, to set beside the learned `log_z`. TensorBoard gets the true and the learned
+density side by side.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
 
-from src.evaluation.figures import density_figure
-from src.metrics.toy2d import KnownDensity, grid_points, kl_on_grid
+from src.metrics.toy2d import KnownDensity
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.nets import mlp
-from src.utils.bounds import PositiveFloat, PositiveInt
+from src.utils.bounds import PositiveFloat
 from src.utils.errors import UserError
-from src.utils.images import has_image_logger, log_figure
 
 
 class NCEDensity(BaseModule):
@@ -42,7 +40,6 @@ class NCEDensity(BaseModule):
         scheduler: SchedulerFactory | None = None,
         hidden: tuple[int, ...] = (128, 128),
         noise_scale: PositiveFloat = 1.0,
-        grid_size: PositiveInt = 200,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
@@ -54,11 +51,14 @@ class NCEDensity(BaseModule):
         # saved with the weights; all zeros until then
         self.register_buffer("noise_loc", torch.zeros(2))
         self.register_buffer("noise_scale_tril", torch.zeros(2, 2))
-        self._true_grid: torch.Tensor | None = None
 
     def log_density(self, x: torch.Tensor) -> torch.Tensor:
         """The unnormalised G(x) (...,) at points (..., 2)."""
         return self.net(x).squeeze(-1)
+
+    def reference_log_densities(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """The densities the toy-density measures set beside the model's: the noise q."""
+        return {"noise": self.noise().log_prob}
 
     def noise(self) -> MultivariateNormal:
         if not bool(self.noise_scale_tril.diagonal().gt(0).all()):
@@ -101,30 +101,3 @@ class NCEDensity(BaseModule):
         terms["log_z"] = self.loss.log_z.detach()
         self.log_terms(stage, terms, len(x))
         return terms["loss"]
-
-    def on_validation_epoch_end(self) -> None:
-        self._grid_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._grid_metrics("test")
-
-    def _grid_metrics(self, stage: str) -> None:
-        distribution = self._distribution()
-        n = self.hparams.grid_size
-        lo, hi = distribution.bounds
-        _, _, points = grid_points(distribution.bounds, n)
-        if self._true_grid is None:
-            self._true_grid = distribution.log_prob(points)
-        with torch.no_grad():
-            log_g = self.log_density(points.to(self.device, torch.float32)).double().cpu()
-            log_q = self.noise().log_prob(points.to(self.noise_loc)).double().cpu()
-        cell_area = ((hi - lo) / n) ** 2
-        metrics = {
-            "kl": kl_on_grid(self._true_grid, log_g),
-            "kl_noise": kl_on_grid(self._true_grid, log_q),
-            "log_z_grid": float(log_g.logsumexp((0, 1))) + math.log(cell_area),
-        }
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=True)
-        if has_image_logger(self.trainer):
-            figure = density_figure(self._true_grid, log_g, distribution.bounds, "NCE model")
-            log_figure(self.trainer, f"{stage}/density", figure)

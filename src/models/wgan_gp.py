@@ -8,13 +8,12 @@ scheduler, stepped at the end of each epoch.
 Metrics: `train/critic_loss`, `train/generator_loss`, `train/wasserstein` (E[D(x)] - E[D(G(z))],
 the critic's estimate of W1), `train/gradient_penalty`, `train/grad_norm(_max)` at the
 interpolates; `val/wasserstein` and `val/grad_norm` on validation batches against fixed noise
-(gradients in validation: the model config sets `trainer.inference_mode: false`). On 2-d data:
-`val/modes_covered`, `val/high_quality`, `val/mmd` (src/metrics/toy2d.py) against the data
-module's true distribution. Image quality (`val/fid`, `test/fid`) comes from the SampleQuality
-callback.
+(gradients in validation: the model config sets `trainer.inference_mode: false`). Image quality
+(`val/fid`, `test/fid`) comes from the SampleQuality callback; on 2-d data the sample measures
+(`val/mmd`, `val/modes_covered`, `val/high_quality`) and the critic's contour with real and
+generated points from the toy_density callback, through `sample` and `critic`.
 
-TensorBoard: a sample grid from fixed noise every validation epoch (images), or real and generated
-points over the critic's contour (2-d).
+TensorBoard: a sample grid from fixed noise every validation epoch (images).
 """
 
 from __future__ import annotations
@@ -25,14 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.evaluation.figures import function_figure
 from src.losses.gradient_penalty import WassersteinGP, critic_gradient_norm, interpolate
-from src.metrics.toy2d import mmd, mode_coverage
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.gan_nets import Generator
 from src.utils.bounds import NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
-from src.utils.images import has_image_logger, log_figure, log_image_grid
+from src.utils.images import has_image_logger, log_image_grid
 
 # Lightning warns that mid-epoch checkpoints of manually optimised models hold the weights after the
 # step: that is what resuming needs (the step is counted done in the saved loop state).
@@ -55,7 +52,6 @@ class WGANGP(BaseModule):
         scheduler: SchedulerFactory | None = None,
         critic_scheduler: SchedulerFactory | None = None,
         n_critic: PositiveInt = 5,
-        n_eval_samples: PositiveInt = 10000,
         n_image_samples: NonNegativeInt = 64,
         eval_seed: int = 0,
     ) -> None:
@@ -153,32 +149,10 @@ class WGANGP(BaseModule):
         self._evaluate_samples("test")
 
     def _evaluate_samples(self, stage: str) -> None:
-        if self.trainer.sanity_checking:
-            return
-        fixed_noise = self.eval_generator(FIXED_NOISE)
-        distribution = getattr(self.trainer.datamodule, "distribution", None)
-        if distribution is None:
-            if has_image_logger(self.trainer):
-                images = self.sample(self.hparams.n_image_samples, fixed_noise)
-                log_image_grid(self.trainer, f"{stage}/samples", images)
-            return
-        samples = self.sample(self.hparams.n_eval_samples, fixed_noise).cpu()
-        truth, _ = distribution.sample(2000, torch.Generator().manual_seed(self.eval_seed))
-        metrics = {"mmd": mmd(samples[:2000], truth)}
-        if len(distribution.modes):
-            metrics.update(mode_coverage(samples, distribution.modes, distribution.scale))
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=True)
-        if has_image_logger(self.trainer):
-            self._log_critic_contour(stage, distribution, truth[:1000], samples[:1000])
-
-    def _log_critic_contour(
-        self, stage: str, distribution: Any, real: torch.Tensor, fake: torch.Tensor
-    ) -> None:
-        points = {"real": real, "generated": fake}
-        figure = function_figure(
-            self.critic, distribution.bounds, "critic D(x), samples", points, device=self.device
-        )
-        log_figure(self.trainer, f"{stage}/critic_contour", figure)
+        """A sample grid from the fixed noise, for image data (not for points: `toy_density`)."""
+        if has_image_logger(self.trainer) and not hasattr(self.trainer.datamodule, "distribution"):
+            images = self.sample(self.hparams.n_image_samples, self.eval_generator(FIXED_NOISE))
+            log_image_grid(self.trainer, f"{stage}/samples", images)
 
 
 def _is_batch_norm(module: nn.Module) -> bool:
