@@ -12,7 +12,7 @@ from src.train import output_dir
 from src.utils.checkpoint import load_model, read_checkpoint, run_config
 from src.utils.config import check_groups, check_top_level
 from src.utils.errors import UserError
-from src.utils.instantiate import instantiate, instantiate_loggers
+from src.utils.instantiate import evaluation_callbacks, instantiate, instantiate_loggers
 from src.utils.run import apply_extras, save_metrics, scalar_metrics
 from src.utils.status import write_status
 
@@ -30,8 +30,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise UserError(
             f"stages={list(cfg.stages)}: unknown {sorted(unknown)}; use any of {list(STAGES)}."
         )
-    ckpt = read_checkpoint(cfg.ckpt_path)
-    run_cfg = run_config(cfg.ckpt_path, ckpt)
+    trusted = list(cfg.get("trust") or [])
+    ckpt = read_checkpoint(cfg.ckpt_path, trusted)
+    run_cfg = run_config(cfg.ckpt_path, ckpt, trusted)
     with open_dict(run_cfg):
         run_cfg.paths = cfg.paths  # this evaluation's directories, not the training run's
     run_cfg = OmegaConf.merge(run_cfg, cfg.get("overrides") or {})
@@ -41,7 +42,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if run_cfg.get("seed") is not None:
         pl.seed_everything(run_cfg.seed, workers=True)
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False, _convert_="all"
+        cfg.trainer,
+        logger=instantiate_loggers(cfg.get("logger")) or False,
+        callbacks=evaluation_callbacks(run_cfg.get("callbacks"), trusted),
+        _convert_="all",
     )
     metrics: dict[str, float] = {}
     for stage in cfg.stages:

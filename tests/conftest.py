@@ -70,9 +70,12 @@ def fake_mnist_dir(tmp_path: Path) -> Path:
     return write_fake_mnist(tmp_path / "mnist_data")
 
 
-def run_script(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run a repo script (train.py, eval.py, scripts/...) in a fresh interpreter."""
-    env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
+def run_script(
+    *args: str, cwd: Path = ROOT, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a repo script (train.py, eval.py, scripts/...) in a fresh interpreter, with `env`
+    added to the environment."""
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), **(env or {})}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout

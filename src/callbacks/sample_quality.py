@@ -23,6 +23,8 @@ from src.utils.errors import UserError
 
 
 class SampleQualityCallback(pl.Callback):
+    evaluation = True  # eval.py evaluates a checkpoint with it too
+
     def __init__(
         self,
         classifier_ckpt: str,

@@ -49,6 +49,8 @@ N_TRUTH = 2000  # true samples for the MMD and the figures
 
 
 class ToyDensityCallback(pl.Callback):
+    evaluation = True  # eval.py evaluates a checkpoint with it too
+
     def __init__(
         self,
         grid_size: PositiveInt = 200,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from src.utils.files import write_atomically
 from src.utils.trust import check_plain_data, check_run_config
 
 
-def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+def read_checkpoint(ckpt_path: str | Path, trusted: Sequence[str] = ()) -> dict[str, Any]:
     """The checkpoint's dictionary, loaded weights-only and checked as data from a stranger (see
-    `src.utils.trust`); a one-line UserError when it is not a safe, readable checkpoint."""
+    `src.utils.trust`; `trusted`: modules of your own its config may build); a one-line UserError
+    when it is not a safe, readable checkpoint."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise UserError(f"ckpt_path={ckpt_path} does not exist: point it at a .ckpt file of a run.")
@@ -46,7 +48,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         )
     check_plain_data(ckpt.get("model_kwargs", {}), str(path), "model_kwargs")
     if "run_config" in ckpt:
-        check_run_config(ckpt["run_config"], f"{path}: run_config")
+        check_run_config(ckpt["run_config"], f"{path}: run_config", trusted)
     return ckpt
 
 
@@ -64,7 +66,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         write_atomically(path, lambda file: torch.save(checkpoint, file))
 
 
-def run_config(ckpt_path: str | Path, ckpt: dict[str, Any]) -> DictConfig:
+def run_config(
+    ckpt_path: str | Path, ckpt: dict[str, Any], trusted: Sequence[str] = ()
+) -> DictConfig:
     """The config of the run that wrote the checkpoint: its run directory's, else its copy;
     checked like the checkpoint itself, and with data downloads switched off (a saved config is
     never followed to the network)."""
@@ -73,7 +77,7 @@ def run_config(ckpt_path: str | Path, ckpt: dict[str, Any]) -> DictConfig:
         saved = parent / ".hydra" / "config.yaml"
         if saved.is_file():
             cfg = OmegaConf.load(saved)
-            check_run_config(cfg, str(saved))
+            check_run_config(cfg, str(saved), trusted)
             break
     else:
         if "run_config" in ckpt:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import hydra
 from hydra.errors import InstantiationException
+from hydra.utils import get_object
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from src.utils.errors import UserError
+from src.utils.trust import trusted_target
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -41,3 +44,18 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return _instantiate_all(cfg, Logger)
+
+
+def evaluation_callbacks(cfg: DictConfig | None, trusted: Sequence[str] = ()) -> list[Callback]:
+    """The measuring callbacks of a saved run config (their class says `evaluation = True`: toy
+    density, sample quality), to evaluate a checkpoint as its training evaluated it. Only trusted
+    names are looked at (`src.utils.trust`); the training-only callbacks (checkpointing, early
+    stopping, progress bars) are left out."""
+    nodes = {
+        name: node
+        for name, node in (cfg or {}).items()
+        if isinstance(node, DictConfig)
+        and trusted_target(node.get("_target_"), trusted)
+        and getattr(get_object(node._target_), "evaluation", False)
+    }
+    return instantiate_callbacks(DictConfig(nodes))

@@ -119,11 +119,13 @@ def check_writable(log_dir: str) -> None:
         ) from None
 
 
-def check_checkpoint_to_evaluate(argv: list[str]) -> None:
-    """`eval.py ckpt_path=...` names a readable, safe checkpoint with a config it may build."""
-    given = [a.split("=", 1)[1] for a in argv[1:] if a.split("=", 1)[0] == "ckpt_path"]
-    if given and given[-1]:
-        run_config(given[-1], read_checkpoint(given[-1]))
+def check_checkpoint_to_evaluate(cfg: DictConfig | None) -> None:
+    """`eval.py ckpt_path=...` names a readable, safe checkpoint with a config it may build (with
+    the modules of `trust=[...]`)."""
+    path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False) if cfg is not None else None
+    if path:
+        trusted = list(OmegaConf.select(cfg, "trust") or [])
+        run_config(path, read_checkpoint(path, trusted), trusted)
 
 
 def prepare(argv: list[str], config_name: str) -> list[str]:
@@ -133,9 +135,9 @@ def prepare(argv: list[str], config_name: str) -> list[str]:
     try:
         if config_name == "train":
             argv = resume_argv(argv)
-        elif config_name == "eval":
-            check_checkpoint_to_evaluate(argv)
         cfg = check_composes(argv, config_name)
+        if config_name == "eval":
+            check_checkpoint_to_evaluate(cfg)
         log_dir = OmegaConf.select(cfg, "paths.log_dir") if cfg is not None else None
         if log_dir:
             check_writable(str(log_dir))

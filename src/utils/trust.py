@@ -2,9 +2,11 @@
 or a run directory's saved config, are data from a stranger until checked.
 
 Hydra's `instantiate` calls whatever `_target_` names, `pathlib.Path.write_text` as readily as a
-model class. So the parts of such a config that get built (`model`, `data`) may name only
-classes of the project's models, losses and data modules, or torch's optimisers and learning-rate
-schedulers: the name is checked before anything is imported, the class after. A checkpoint's
+model class. So the parts of such a config that get built (`model`, `data`, and the evaluation
+callbacks) may name only classes of the project's models, losses, data modules and callbacks, or
+torch's optimisers and learning-rate schedulers: the name is checked before anything is imported,
+the class after. A model of your own, from outside the project, is built only from modules you name
+(`trusted`: `trust=[my_models]` on eval.py's command line). A checkpoint's
 `model_kwargs` (a tagger's vocabulary and tags) must be plain data: strings, numbers, booleans,
 None, and lists and string-keyed dicts of them, with no `_target_`-like keys. Anything else is
 refused in one line that names it. (A saved data config's `download` is switched off where it
@@ -14,18 +16,19 @@ is read: see `src.utils.checkpoint.run_config`.)
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from hydra.utils import get_object
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import Callback, LightningDataModule
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.utils.errors import UserError, shown
 
-TRUSTED_MODULES = ("src.models", "src.losses", "src.data", "torch.optim")
+TRUSTED_MODULES = ("src.models", "src.losses", "src.data", "src.callbacks", "torch.optim")
 TRUSTED_BASES = (
+    Callback,
     torch.nn.Module,
     LightningDataModule,
     torch.optim.Optimizer,
@@ -36,10 +39,12 @@ BUILT_GROUPS = ("model", "data")
 PLAIN = (str, int, float, bool, type(None))
 
 
-def trusted_target(name: Any) -> bool:
-    """Whether `_target_: name` may be built from a file from elsewhere."""
+def trusted_target(name: Any, trusted: Sequence[str] = ()) -> bool:
+    """Whether `_target_: name` may be built from a file from elsewhere (the project's classes,
+    and those of the `trusted` modules)."""
+    modules = (*TRUSTED_MODULES, *trusted)
     if not isinstance(name, str) or not any(
-        name == module or name.startswith(f"{module}.") for module in TRUSTED_MODULES
+        name == module or name.startswith(f"{module}.") for module in modules
     ):
         return False
     try:
@@ -57,21 +62,23 @@ def _plain(node: Any) -> Any:
     )
 
 
-def check_targets(node: Any, where: str, path: str) -> None:
+def check_targets(node: Any, where: str, path: str, trusted: Sequence[str] = ()) -> None:
     """UserError for the first `_target_` under `node` that `trusted_target` refuses."""
     node = _plain(node)
     if isinstance(node, Mapping):
-        if "_target_" in node and not trusted_target(node["_target_"]):
+        if "_target_" in node and not trusted_target(node["_target_"], trusted):
+            module = str(node["_target_"]).rpartition(".")[0] or "<module>"
             raise UserError(
                 f"{where}: {path}._target_={shown(node['_target_'])} is refused: a checkpoint or "
-                "a saved config may only build the project's models, losses and data modules "
-                "and torch's optimisers and schedulers. Use a checkpoint you trust."
+                "a saved config may only build the project's models, losses, data modules and "
+                "callbacks and torch's optimisers and schedulers. Use a checkpoint you trust; "
+                f"if the class is your own, trust its module: trust=[{module}]."
             )
         for key, value in node.items():
-            check_targets(value, where, f"{path}.{key}")
+            check_targets(value, where, f"{path}.{key}", trusted)
     elif isinstance(node, list | tuple):
         for i, value in enumerate(node):
-            check_targets(value, where, f"{path}[{i}]")
+            check_targets(value, where, f"{path}[{i}]", trusted)
 
 
 def check_plain_data(node: Any, where: str, path: str) -> None:
@@ -94,9 +101,9 @@ def check_plain_data(node: Any, where: str, path: str) -> None:
         )
 
 
-def check_run_config(cfg: Any, where: str) -> None:
+def check_run_config(cfg: Any, where: str, trusted: Sequence[str] = ()) -> None:
     """The groups of a saved run config that get built name only trusted classes."""
     if not isinstance(cfg, Mapping | DictConfig):
         raise UserError(f"{where}: the stored run config is not a mapping. Refused.")
     for group in BUILT_GROUPS:
-        check_targets(cfg.get(group), where, group)  # resolved group by group, as it is built
+        check_targets(cfg.get(group), where, group, trusted)  # resolved group by group
