@@ -17,24 +17,25 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+import src.models.adversarial
 import src.models.crf_tagger
 import src.models.ebm
 import src.models.ebm_generator
 import src.models.multi_item
 import src.models.nce_density
 import src.models.vae
-import src.models.wgan_gp
 from src.data.toy_distributions import EightGaussians
 from src.evaluation.figures import coupling_rows, manifold_codes
 from src.losses.contrastive_divergence import ContrastiveDivergence
 from src.losses.gradient_penalty import WassersteinGP
 from src.losses.margin import MarginLoss
 from src.metrics.toy2d import grid_points
+from src.models.adversarial import FIXED_NOISE
 from src.models.components.langevin import LangevinSampler
 from src.models.components.latents import GaussianLatent
 from src.models.ebm import EBM
 from src.models.multi_item import MultiItemClassifier
-from src.models.wgan_gp import FIXED_NOISE, WGANGP
+from src.models.wgan_gp import WGANGP
 from tests.stubs import build_tagger, build_vae, sgd, stub_batches
 from tests.stubs_b import Affine, AffineGenerator, ToyBatches, batch, loader, shared_rows, trainer
 
@@ -345,7 +346,7 @@ def test_the_ebms_fresh_chains_are_the_same_on_every_evaluation(
 def test_the_image_wgan_sends_the_fixed_noise_samples(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    sent = Sent(monkeypatch, src.models.wgan_gp)
+    sent = Sent(monkeypatch, src.models.adversarial)
     model = WGANGP(loss=WassersteinGP(lam=1.0), n_image_samples=6, **_wgan_parts())
     _validate(model, tmp_path, loader=loader([batch(VAL)]))
     images, _ = sent.grids["val/samples"]

@@ -45,11 +45,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.losses.contrastive_divergence import MEGLoss
+from src.models.adversarial import AdversarialModule
 from src.models.base import OptimizerFactory, SchedulerFactory
 from src.models.components.gan_nets import Generator
 from src.models.components.langevin import LangevinSampler
 from src.models.components.nets import mlp
-from src.models.wgan_gp import WGANGP
 from src.utils.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
 
@@ -83,8 +83,8 @@ def jsd_mutual_information(
     return -F.softplus(-t_joint).mean() - F.softplus(t_marginal).mean()
 
 
-class EBMGenerator(WGANGP):
-    """WGAN-GP's training loop with E = -critic and the generator loss E[E(G(z))] - w I_JSD."""
+class EBMGenerator(AdversarialModule):
+    """The adversarial loop with E = -critic and the generator loss E[E(G(z))] - w I_JSD."""
 
     def __init__(
         self,
