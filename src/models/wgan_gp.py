@@ -15,38 +15,9 @@ from the toy_density callback. TensorBoard: a sample grid from fixed noise every
 
 from __future__ import annotations
 
-from torch import nn
-
-from src.losses.gradient_penalty import WassersteinGP
 from src.models.adversarial import AdversarialModule
-from src.models.base import OptimizerFactory, SchedulerFactory
-from src.models.components.gan_nets import Generator
-from src.utils.bounds import NonNegativeInt, PositiveInt
 
 
 class WGANGP(AdversarialModule):
-    def __init__(
-        self,
-        generator: Generator,
-        critic: nn.Module,
-        loss: WassersteinGP,
-        optimizer: OptimizerFactory,
-        critic_optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
-        critic_scheduler: SchedulerFactory | None = None,
-        n_critic: PositiveInt = 5,
-        n_image_samples: NonNegativeInt = 64,
-        eval_seed: int = 0,
-    ) -> None:
-        super().__init__(
-            generator,
-            critic,
-            loss,
-            optimizer,
-            critic_optimizer,
-            scheduler,
-            critic_scheduler,
-            n_critic,
-            n_image_samples,
-            eval_seed,
-        )
+    """The adversarial loop with the WGAN-GP loss plugin (`loss=wgan_gp`): its constructor is the
+    loop's (generator, critic, loss, the two optimisers and schedulers, n_critic, ...)."""
