@@ -69,7 +69,10 @@ def test_callbacks_watch_the_models_metric(make_cfg) -> None:
     # last-v1.ckpt and last.ckpt would not always hold the latest weights)
     writers = [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.save_last]
     assert len(writers) == 2 and not any(c._enable_version_counter for c in writers)
-    assert instantiate_callbacks(make_cfg("callbacks=none").callbacks) == []
+    # callbacks=none leaves only the measures and pictures the model config switches on
+    left = instantiate_callbacks(make_cfg("callbacks=none").callbacks)
+    assert [type(c).__name__ for c in left] == ["SampleGridCallback"]
+    assert all(c.evaluation for c in left)
 
 
 @pytest.mark.parametrize("debug", _options("debug"))

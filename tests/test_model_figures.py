@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+import src.callbacks.image_evaluation
 import src.models.adversarial
 import src.models.crf_tagger
 import src.models.ebm
@@ -24,18 +25,17 @@ import src.models.ebm_generator
 import src.models.multi_item
 import src.models.nce_density
 import src.models.vae
+from src.callbacks.image_evaluation import LatentSpaceCallback, SampleGridCallback
 from src.data.toy_distributions import EightGaussians
 from src.evaluation.figures import coupling_rows, manifold_codes
 from src.losses.contrastive_divergence import ContrastiveDivergence
-from src.losses.gradient_penalty import WassersteinGP
 from src.losses.margin import MarginLoss
 from src.metrics.toy2d import grid_points
-from src.models.adversarial import FIXED_NOISE
 from src.models.components.langevin import LangevinSampler
 from src.models.components.latents import GaussianLatent
 from src.models.ebm import EBM
 from src.models.multi_item import MultiItemClassifier
-from src.models.wgan_gp import WGANGP
+from src.utils.errors import UserError
 from tests.stubs import build_tagger, build_vae, sgd, stub_batches
 from tests.stubs_b import Affine, AffineGenerator, ToyBatches, batch, loader, shared_rows, trainer
 
@@ -74,9 +74,11 @@ def _close_figures():
     plt.close("all")
 
 
-def _validate(model: Any, tmp_path, datamodule: Any = None, loader: Any = None) -> dict[str, float]:
-    """The metrics a validation with a TensorBoard logger gives."""
-    run = trainer(logger=TensorBoardLogger(str(tmp_path)))
+def _validate(
+    model: Any, tmp_path, datamodule: Any = None, loader: Any = None, callbacks: Any = ()
+) -> dict[str, float]:
+    """The metrics a validation with a TensorBoard logger (and `callbacks`) gives."""
+    run = trainer(logger=TensorBoardLogger(str(tmp_path)), callbacks=list(callbacks))
     if datamodule is not None:
         run.validate(model, datamodule=datamodule, verbose=False)
     else:
@@ -134,18 +136,20 @@ def test_the_2d_ebm_sends_its_energies_of_data_and_buffer(
     assert not sent.figures and not sent.grids
 
 
-def test_the_image_ebm_sends_grids_of_buffer_rows_and_of_fresh_chains(
+def test_the_image_ebm_sends_a_grid_of_buffer_rows_and_the_callback_one_of_fresh_chains(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    sent = Sent(monkeypatch, src.models.ebm)
+    sent = Sent(monkeypatch, src.models.ebm, src.callbacks.image_evaluation)
     model = _ebm((1, 2, 2), Affine((0.1, 0.2), 0.0))
     images = torch.rand(5, 1, 2, 2, generator=torch.Generator().manual_seed(2))
-    _validate(model, tmp_path, loader=loader([batch(images)]))
+    grid = SampleGridCallback(n=9, seed=4)
+    _validate(model, tmp_path, loader=loader([batch(images)]), callbacks=[grid])
     buffered, nrow = sent.grids["val/buffer_samples"]
-    chains, chain_nrow = sent.grids["val/chain_samples"]
+    chains, chain_nrow = sent.grids["val/samples"]
     assert (len(buffered), nrow, len(chains), chain_nrow) == (9, 3, 9, 3)
     assert shared_rows(model.buffer.points, buffered) == 9
     assert shared_rows(model.buffer.points, chains) == 0
+    torch.testing.assert_close(chains, model.sample(9, torch.Generator().manual_seed(4)))
     assert "val/density" not in sent.figures
 
 
@@ -159,10 +163,10 @@ def _wgan_parts() -> dict[str, Any]:
     }
 
 
-def test_the_2d_vae_sends_its_posterior_means_by_class_and_the_decoded_manifold(
+def test_the_latent_space_callback_sends_a_2d_vaes_posterior_means_and_manifold(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    sent = Sent(monkeypatch, src.models.vae)
+    sent = Sent(monkeypatch, src.callbacks.image_evaluation)
     model = build_vae(latent=GaussianLatent(dim=2))
     gen = torch.Generator().manual_seed(5)
     x = torch.randint(0, 2, (6, 1, 2, 2), generator=gen).float()
@@ -172,7 +176,7 @@ def test_the_2d_vae_sends_its_posterior_means_by_class_and_the_decoded_manifold(
         classes = ("zero", "one", "two")
 
     data = Data(EightGaussians(), [(x, y)], [(x, y)])
-    _validate(model, tmp_path, datamodule=data)
+    _validate(model, tmp_path, datamodule=data, callbacks=[LatentSpaceCallback()])
     ax = sent.figures["val/latent_scatter"].axes[0]
     mu = model.latent.mean(model.encoder(x)).detach()
     for collection, c in zip(ax.collections, (0, 1, 2), strict=True):
@@ -182,7 +186,12 @@ def test_the_2d_vae_sends_its_posterior_means_by_class_and_the_decoded_manifold(
     assert nrow == 15
     torch.testing.assert_close(images, model.decode(manifold_codes(15)).detach())
     unnamed = ToyBatches(EightGaussians(), [(x, y)], [(x, y)])  # no `classes`: the label ids
-    _validate(build_vae(latent=GaussianLatent(dim=2)), tmp_path, datamodule=unnamed)
+    _validate(
+        build_vae(latent=GaussianLatent(dim=2)),
+        tmp_path,
+        datamodule=unnamed,
+        callbacks=[LatentSpaceCallback()],
+    )
     legend = sent.figures["val/latent_scatter"].axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["0", "1", "2"]
 
@@ -323,32 +332,26 @@ def test_the_pairs_test_set_sends_the_first_images_titled_with_their_top_two(
         )
 
 
-def test_the_ebms_fresh_chains_are_the_same_on_every_evaluation(
+def test_the_sample_grid_is_the_same_on_every_evaluation_and_refuses_points(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    """The long chains of the figures start from the evaluation's seeded noise: two validations
-    send the same chains, and a test run sends no figures at all."""
-    sent = Sent(monkeypatch, src.models.ebm)
+    """The grid's samples come from its own seeded noise: two validations send the same images
+    whatever the global RNG; a test run sends them as test/samples; 2-d points are refused."""
+    sent = Sent(monkeypatch, src.callbacks.image_evaluation)
     model = _ebm((1, 2, 2), Affine((0.1, 0.2), 0.0))
     images = torch.rand(5, 1, 2, 2, generator=torch.Generator().manual_seed(2))
-    _validate(model, tmp_path, loader=loader([batch(images)]))
-    first = sent.grids.pop("val/chain_samples")[0]
+    grid = SampleGridCallback(n=4)
+    _validate(model, tmp_path, loader=loader([batch(images)]), callbacks=[grid])
+    first = sent.grids.pop("val/samples")[0]
     torch.manual_seed(77)
-    _validate(model, tmp_path, loader=loader([batch(images)]))
-    torch.testing.assert_close(sent.grids["val/chain_samples"][0], first)
-    for kept in (sent.grids, sent.figures, sent.histograms):
-        kept.clear()
-    run = trainer(logger=TensorBoardLogger(str(tmp_path)))
+    _validate(model, tmp_path, loader=loader([batch(images)]), callbacks=[grid])
+    torch.testing.assert_close(sent.grids["val/samples"][0], first)
+    run = trainer(logger=TensorBoardLogger(str(tmp_path)), callbacks=[grid])
     run.test(model, dataloaders=loader([batch(images)]), verbose=False)
-    assert not sent.grids and not sent.figures and not sent.histograms
-
-
-def test_the_image_wgan_sends_the_fixed_noise_samples(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
-) -> None:
-    sent = Sent(monkeypatch, src.models.adversarial)
-    model = WGANGP(loss=WassersteinGP(lam=1.0), n_image_samples=6, **_wgan_parts())
-    _validate(model, tmp_path, loader=loader([batch(VAL)]))
-    images, _ = sent.grids["val/samples"]
-    torch.testing.assert_close(images, model.sample(6, model.eval_generator(FIXED_NOISE)))
-    assert "val/critic_contour" not in sent.figures
+    torch.testing.assert_close(sent.grids["test/samples"][0], first)
+    with pytest.raises(UserError, match=r"samples \(2,\) points: use callbacks.toy_density"):
+        _validate(_ebm((2,), Affine(W, C)), tmp_path, datamodule=_toy(VAL), callbacks=[grid])
+    with pytest.raises(UserError, match="needs encode\\(\\) and decode\\(\\), which EBM"):
+        _validate(
+            model, tmp_path, loader=loader([batch(images)]), callbacks=[LatentSpaceCallback()]
+        )

@@ -10,8 +10,8 @@ negatives by overriding those two methods.
 
 Validation and test: `wasserstein` (E[D(x)] - E[D(G(z))]) and `grad_norm` at interpolates on
 validation batches against per-batch seeded noise (gradients in evaluation: the model configs set
-`trainer.inference_mode: false`); for image data, a sample grid from fixed noise. On 2-d data the
-toy_density callback measures the samples (`sample`) and draws the critic (`critic`).
+`trainer.inference_mode: false`). The sample_grid callback shows the samples of image models; on
+2-d data the toy_density callback measures them (`sample`) and draws the critic (`critic`).
 """
 
 from __future__ import annotations
@@ -25,15 +25,12 @@ from torch import nn
 from src.losses.gradient_penalty import WassersteinGP, critic_gradient_norm, interpolate
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.gan_nets import Generator
-from src.utils.bounds import NonNegativeInt, PositiveInt
+from src.utils.bounds import PositiveInt
 from src.utils.errors import UserError
-from src.utils.images import has_image_logger, log_image_grid
 
 # Lightning warns that mid-epoch checkpoints of manually optimised models hold the weights after the
 # step: that is what resuming needs (the step is counted done in the saved loop state).
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-# eval_generator index of the fixed noise behind the sample grids and 2-d metrics (batches use 0..)
-FIXED_NOISE = 999_999
 
 
 class AdversarialModule(BaseModule):
@@ -50,7 +47,6 @@ class AdversarialModule(BaseModule):
         scheduler: SchedulerFactory | None = None,
         critic_scheduler: SchedulerFactory | None = None,
         n_critic: PositiveInt = 5,
-        n_image_samples: NonNegativeInt = 64,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
@@ -139,18 +135,6 @@ class AdversarialModule(BaseModule):
         }
         self.log_terms(stage, terms, len(real))
         return terms["wasserstein"]
-
-    def on_validation_epoch_end(self) -> None:
-        self._evaluate_samples("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._evaluate_samples("test")
-
-    def _evaluate_samples(self, stage: str) -> None:
-        """A sample grid from the fixed noise, for image data (not for points: `toy_density`)."""
-        if has_image_logger(self.trainer) and not hasattr(self.trainer.datamodule, "distribution"):
-            images = self.sample(self.hparams.n_image_samples, self.eval_generator(FIXED_NOISE))
-            log_image_grid(self.trainer, f"{stage}/samples", images)
 
 
 def _is_batch_norm(module: nn.Module) -> bool:

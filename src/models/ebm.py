@@ -7,7 +7,8 @@ the end points back, and minimises the contrastive-divergence loss plugin
     mean E(x+) - mean E(x-) + alpha * mean(E(x+)^2 + E(x-)^2).
 
 Validation logs the loss terms on held-out data and buffer samples. TensorBoard gets energy
-histograms and, for images, samples from the buffer and from fresh long chains from noise. On 2-d
+histograms and, for images, samples from the buffer (and, from the sample_grid callback, samples of
+fresh long chains from noise). On 2-d
 toy data the density measures (`val/kl`, KL(true || exp(-E)) on a grid) and figure come from the
 `toy_density` callback, through `log_density` and `sample`.
 """
@@ -126,21 +127,19 @@ class EBM(BaseModule):
         terms = self.loss(e_real, e_fake)
         self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, sync_dist=True)
         if stage == "val" and has_image_logger(self.trainer):
-            self._log_figures(e_real, e_fake, buffered, generator)
+            self._log_figures(e_real, e_fake, buffered)
 
     def _log_figures(
         self,
         e_real: torch.Tensor,
         e_fake: torch.Tensor,
         buffered: torch.Tensor,
-        generator: torch.Generator,
     ) -> None:
-        """Energy histograms, and for images the buffer's samples and fresh long chains."""
+        """Energy histograms, and for images the buffer's samples (fresh long chains from noise:
+        the sample_grid callback)."""
         log_histogram(self.trainer, "energy/data", e_real)
         log_histogram(self.trainer, "energy/buffer_samples", e_fake)
-        if self.is_2d:
-            return
-        k = self.hparams.n_image_samples
-        nrow = max(1, round(math.sqrt(k)))
-        log_image_grid(self.trainer, "val/buffer_samples", buffered[:k], nrow=nrow)
-        log_image_grid(self.trainer, "val/chain_samples", self.sample(k, generator), nrow=nrow)
+        if not self.is_2d:
+            k = self.hparams.n_image_samples
+            nrow = max(1, round(math.sqrt(k)))
+            log_image_grid(self.trainer, "val/buffer_samples", buffered[:k], nrow=nrow)

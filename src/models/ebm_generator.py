@@ -50,7 +50,7 @@ from src.models.base import OptimizerFactory, SchedulerFactory
 from src.models.components.gan_nets import Generator
 from src.models.components.langevin import LangevinSampler
 from src.models.components.nets import mlp
-from src.utils.bounds import NonNegativeFloat, NonNegativeInt, PositiveInt
+from src.utils.bounds import NonNegativeFloat, PositiveInt
 from src.utils.errors import UserError
 
 
@@ -97,7 +97,6 @@ class EBMGenerator(AdversarialModule):
         scheduler: SchedulerFactory | None = None,
         critic_scheduler: SchedulerFactory | None = None,
         n_critic: PositiveInt = 5,
-        n_image_samples: NonNegativeInt = 64,
         eval_seed: int = 0,
         entropy_weight: NonNegativeFloat = 1.0,
         refine: LangevinSampler | None = None,
@@ -112,7 +111,6 @@ class EBMGenerator(AdversarialModule):
             scheduler,
             critic_scheduler,
             n_critic,
-            n_image_samples,
             eval_seed,
         )
         if refine_code is not None and getattr(self.generator, "code", "normal") != "normal":

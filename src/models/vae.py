@@ -6,6 +6,10 @@ with z drawn by the latent's reparameterisation (Gaussian or Gumbel-softmax). Th
 reports the importance-weighted bound (Burda et al. 2016) with k samples,
     -log p(x) <= -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x),
 which equals the single-sample ELBO for k = 1 and tightens as k grows.
+
+Evaluation offers `sample(n, generator)`, `encode(x)` and `decode(z)` to the image callbacks
+(`src/callbacks/image_evaluation.py`: the sample grid, the 2-d latent's scatter and manifold);
+TensorBoard also gets the first validation images next to their reconstructions.
 """
 
 from __future__ import annotations
@@ -16,12 +20,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from src.evaluation.figures import latent_scatter_figure, manifold_codes
 from src.losses.elbo import ELBO
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
-from src.models.components.latents import GaussianLatent
 from src.utils.bounds import NonNegativeInt
-from src.utils.images import has_image_logger, log_figure, log_image_grid
+from src.utils.images import has_image_logger, log_image_grid
 
 NetFactory = Callable[..., nn.Module]
 
@@ -40,7 +42,6 @@ class VAE(BaseModule):
         scheduler: SchedulerFactory | None = None,
         image_shape: Sequence[int] = (1, 28, 28),
         iwae_samples: NonNegativeInt = 100,
-        n_image_samples: NonNegativeInt = 64,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
@@ -49,7 +50,6 @@ class VAE(BaseModule):
         self.encoder = encoder(image_shape=image_shape, out_dim=latent.param_dim)
         self.decoder = decoder(image_shape=image_shape, in_dim=latent.dim)
         self._val_batch: torch.Tensor | None = None
-        self._val_codes: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
     def likelihood(self) -> nn.Module:
@@ -100,6 +100,10 @@ class VAE(BaseModule):
         z = self.latent.prior_sample(n, generator=generator).to(self.device)
         return self.decode(z)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior means E_q[z | x] (for a Gumbel latent, the class probabilities)."""
+        return self.latent.mean(self.encoder(x))
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The mean of p(x | z): the image a code stands for."""
         return self.likelihood.mean(self.decoder(z))
@@ -107,45 +111,21 @@ class VAE(BaseModule):
     def shared_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str
     ) -> torch.Tensor:
-        x, y = batch
+        x = batch[0]
         generator = None if stage == "train" else self.eval_generator(batch_idx)
-        terms, params = self.elbo_terms(x, generator)
+        terms, _ = self.elbo_terms(x, generator)
         means = {name: value.mean() for name, value in terms.items()}
         if stage == "train" and hasattr(self.latent, "temperature"):
             means["tau"] = torch.tensor(self.latent.temperature(self.global_step))
         if stage == "test" and self.hparams.iwae_samples > 0:
             means["iwae_nll"] = self.iwae_nll(x, self.hparams.iwae_samples, generator).mean()
-        if stage == "val":
-            self._keep_for_figures(x, y, params, batch_idx)
+        if stage == "val" and batch_idx == 0:
+            self._val_batch = x[:32].detach()
         self.log_terms(stage, means, len(x))
         return means["nelbo"]
 
-    def _keep_for_figures(
-        self, x: torch.Tensor, y: torch.Tensor, params: torch.Tensor, batch_idx: int
-    ) -> None:
-        if batch_idx == 0:
-            self._val_batch = x[:32].detach()
-        if self.latent.dim == 2 and sum(len(c) for c, _ in self._val_codes) < 5000:
-            self._val_codes.append((self.latent.mean(params).detach().cpu(), y.cpu()))
-
     def on_validation_epoch_end(self) -> None:
-        codes, self._val_codes = self._val_codes, []
-        if not has_image_logger(self.trainer) or self._val_batch is None:
-            return
-        x = self._val_batch
-        recon = self(x, self.eval_generator(0))
-        log_image_grid(self.trainer, "val/reconstructions", torch.cat([x, recon]), nrow=16)
-        noise = torch.Generator().manual_seed(self.eval_seed)
-        samples = self.sample(self.hparams.n_image_samples, noise)
-        log_image_grid(self.trainer, "val/samples", samples, nrow=8)
-        if codes and isinstance(self.latent, GaussianLatent):
-            mu, labels = (torch.cat(parts) for parts in zip(*codes, strict=True))
-            self._log_latent_space(mu, labels)
-
-    def _log_latent_space(self, mu: torch.Tensor, labels: torch.Tensor, n: int = 15) -> None:
-        """For a 2-d Gaussian latent: the posterior means by class and the decoded manifold."""
-        names = getattr(self.trainer.datamodule, "classes", None)
-        log_figure(self.trainer, "val/latent_scatter", latent_scatter_figure(mu, labels, names))
-        with torch.no_grad():
-            images = self.decode(manifold_codes(n).to(self.device))
-        log_image_grid(self.trainer, "val/latent_manifold", images, nrow=n)
+        if has_image_logger(self.trainer) and self._val_batch is not None:
+            x = self._val_batch
+            recon = self(x, self.eval_generator(0))
+            log_image_grid(self.trainer, "val/reconstructions", torch.cat([x, recon]), nrow=16)
