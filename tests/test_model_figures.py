@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
 import src.callbacks.image_evaluation
+import src.callbacks.tagging_evaluation
 import src.models.adversarial
 import src.models.crf_tagger
 import src.models.ebm
@@ -26,6 +27,7 @@ import src.models.multi_item
 import src.models.nce_density
 import src.models.vae
 from src.callbacks.image_evaluation import LatentSpaceCallback, SampleGridCallback
+from src.callbacks.tagging_evaluation import TaggingExamplesCallback
 from src.data.toy_distributions import EightGaussians
 from src.evaluation.figures import coupling_rows, manifold_codes
 from src.losses.contrastive_divergence import ContrastiveDivergence
@@ -196,16 +198,43 @@ def test_the_latent_space_callback_sends_a_2d_vaes_posterior_means_and_manifold(
     assert [t.get_text() for t in legend.get_texts()] == ["0", "1", "2"]
 
 
-def test_the_crf_tagger_sends_its_transition_scores(
+def test_the_tagging_callback_sends_the_crfs_transition_scores_and_gold_vs_predicted(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    sent = Sent(monkeypatch, src.models.crf_tagger)
+    sent = Sent(monkeypatch, src.callbacks.tagging_evaluation)
+    texts: dict[str, str] = {}
+    monkeypatch.setattr(
+        src.callbacks.tagging_evaluation, "log_text", lambda t, tag, text: texts.update({tag: text})
+    )
     model = build_tagger()
-    _validate(model, tmp_path, loader=loader(stub_batches(model)))
+    sentences = [(["a", "b"], ["O", "B-PER"]), (["c"], ["O"]), (["d", "e"], ["B-LOC", "I-LOC"])]
+
+    class Data(pl.LightningDataModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.splits = {"val": sentences}
+
+        def val_dataloader(self):
+            return loader(stub_batches(model))
+
+    _validate(model, tmp_path, datamodule=Data(), callbacks=[TaggingExamplesCallback(2)])
     figure = sent.figures["val/transitions"]
     np.testing.assert_allclose(_image_of(figure, 0), model.head.transitions.detach().numpy())
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == model.tags
     assert math.isfinite(float(figure.axes[0].images[0].get_clim()[1]))
+    chosen = sentences[::1][:2]  # 3 sentences, 2 examples: every first of a step of 1
+    predicted = model.tag_sentences([tokens for tokens, _ in chosen])
+    rows = texts["val/examples"].splitlines()
+    assert rows[:2] == ["| gold | predicted |", "|---|---|"] and len(rows) == 4
+    for row, (tokens, gold), pred in zip(rows[2:], chosen, predicted, strict=True):
+        mark = "" if gold == pred else " ✗"
+        assert row == f"| {model.format(tokens, gold)} | {model.format(tokens, pred)}{mark} |"
+
+
+def test_the_tagging_callback_refuses_a_model_that_does_not_tag(tmp_path) -> None:
+    model = _ebm((1, 2, 2), Affine((0.1, 0.2), 0.0))
+    with pytest.raises(UserError, match=r"EBM has no tag_sentences\(\), format\(\)"):
+        _validate(model, tmp_path, loader=loader([]), callbacks=[TaggingExamplesCallback()])
 
 
 class _RoutingNet(nn.Module):

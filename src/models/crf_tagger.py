@@ -10,7 +10,9 @@ default to the paths the tag scheme allows (no B->B, M->S, ...; first tag in {B,
 {E, S} for BMES). The same module tags named entities (BIO/BIOES) and parts of speech.
 
 The vocabulary, tag names and scheme come from the data module (`model_kwargs`) and are stored
-in the checkpoint, so a checkpoint alone can tag raw text (`scripts/tag.py`).
+in the checkpoint, so a checkpoint alone can tag raw text (`scripts/tag.py`). TensorBoard's
+examples and transition heatmap come from the tagging_examples callback, through
+`tag_sentences`, `format` and `transition_scores`.
 """
 
 from __future__ import annotations
@@ -22,14 +24,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
-from src.evaluation.figures import transitions_figure
 from src.metrics.spans import SpanF1, format_tagged
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.crf import CRF, allowed_transitions
 from src.models.components.tagging import SoftmaxHead
-from src.utils.bounds import NonNegativeInt, PositiveFloat
+from src.utils.bounds import PositiveFloat
 from src.utils.errors import UserError
-from src.utils.images import has_image_logger, log_figure, log_text
 from src.utils.vocabulary import encode_tokens
 
 DATA_KWARGS = ["vocab", "tags", "scheme"]
@@ -52,7 +52,6 @@ class CRFTagger(BaseModule):
         vocab: list[str] | None = None,
         tags: list[str] | None = None,
         scheme: str | None = None,
-        n_examples: NonNegativeInt = 8,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
@@ -131,32 +130,12 @@ class CRFTagger(BaseModule):
         self.log_dict({f"{stage}/{name}": value for name, value in values.items()})
         self.metrics[stage].reset()
 
+    def transition_scores(self) -> torch.Tensor | None:
+        """The CRF's transition scores g(i, j) (K, K); None for a softmax head."""
+        return self.head.transitions if isinstance(self.head, CRF) else None
+
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
-        if has_image_logger(self.trainer):
-            self._log_examples()
-            if isinstance(self.head, CRF):
-                self._log_transitions()
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
-
-    def _log_examples(self) -> None:
-        """A markdown table of gold vs predicted tagging for a few validation sentences."""
-        splits = getattr(self.trainer.datamodule, "splits", None)
-        sentences = splits.get("val") if isinstance(splits, dict) else None
-        if not sentences or not self.hparams.n_examples:
-            return
-        step = max(1, len(sentences) // self.hparams.n_examples)
-        chosen = sentences[::step][: self.hparams.n_examples]
-        predicted = self.tag_sentences([tokens for tokens, _ in chosen])
-        rows = ["| gold | predicted |", "|---|---|"]
-        for (tokens, gold), pred in zip(chosen, predicted, strict=True):
-            mark = "" if gold == pred else " ✗"
-            rows.append(f"| {self.format(tokens, gold)} | {self.format(tokens, pred)}{mark} |")
-        log_text(self.trainer, "val/examples", "\n".join(rows))
-
-    def _log_transitions(self) -> None:
-        """The learned transition matrix g(i, j) as a heatmap (row: from, column: to)."""
-        figure = transitions_figure(self.head.transitions, self.tags)
-        log_figure(self.trainer, "val/transitions", figure)
