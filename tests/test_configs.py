@@ -71,7 +71,7 @@ def test_callbacks_watch_the_models_metric(make_cfg) -> None:
     assert len(writers) == 2 and not any(c._enable_version_counter for c in writers)
     # callbacks=none leaves only the measures and pictures the model config switches on
     left = instantiate_callbacks(make_cfg("callbacks=none").callbacks)
-    assert [type(c).__name__ for c in left] == ["SampleGridCallback"]
+    assert [type(c).__name__ for c in left] == ["SampleGridCallback", "ReconstructionsCallback"]
     assert all(c.evaluation for c in left)
 
 

@@ -26,7 +26,13 @@ import src.models.ebm_generator
 import src.models.multi_item
 import src.models.nce_density
 import src.models.vae
-from src.callbacks.image_evaluation import LatentSpaceCallback, SampleGridCallback
+from src.callbacks.image_evaluation import (
+    LatentSpaceCallback,
+    PairsFigureCallback,
+    ReconstructionsCallback,
+    RoutingMapsCallback,
+    SampleGridCallback,
+)
 from src.callbacks.tagging_evaluation import TaggingExamplesCallback
 from src.data.toy_distributions import EightGaussians
 from src.evaluation.figures import coupling_rows, manifold_codes
@@ -272,21 +278,28 @@ def _multi_item(net: nn.Module) -> MultiItemClassifier:
         sgd(),
         decoder=_ImageDecoder(),
         n_classes=3,
-        n_image_examples=2,
     )
 
 
-def test_the_capsule_classifier_sends_reconstructions_and_routing_maps(
+CAPSULE_FIGURES = (
+    ReconstructionsCallback(n=2, nrow=2),
+    RoutingMapsCallback(),
+    PairsFigureCallback(n=2),
+)
+
+
+def test_the_capsule_classifier_gets_reconstructions_and_routing_maps(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
     """Validation batch 0's first n images above their reconstructions (decoded from the
     predicted class), and per image the routing maps of `coupling_rows`, a row of 1 + K."""
-    sent = Sent(monkeypatch, src.models.multi_item)
+    sent = Sent(monkeypatch, src.callbacks.image_evaluation)
     net = _RoutingNet()
     model = _multi_item(net)
     images = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(6))
     labels = torch.tensor([0, 1, 2])
-    _validate(model, tmp_path, loader=loader([(images, labels), (images[:1], labels[:1])]))
+    batches = loader([(images, labels), (images[:1], labels[:1])])
+    _validate(model, tmp_path, loader=batches, callbacks=CAPSULE_FIGURES)
     grid, nrow = sent.grids["val/reconstructions"]
     predicted = net(images)[0].argmax(-1)
     reconstructions = _ImageDecoder()(torch.zeros(3, 3, 2), predicted)
@@ -294,44 +307,45 @@ def test_the_capsule_classifier_sends_reconstructions_and_routing_maps(
     assert nrow == 2
     rows, nrow = sent.grids["val/routing_coefficients"]
     net(images)  # batch 0's coefficients, not those of the last batch
-    coupling = net.routing.last_coupling[:2]  # of the n images shown
-    torch.testing.assert_close(rows, coupling_rows(images[:2], coupling, (2, 2)))
+    coupling = net.routing.last_coupling
+    torch.testing.assert_close(rows, coupling_rows(images, coupling, (2, 2)))
     assert nrow == 4
 
 
-def test_the_capsule_classifier_sends_nothing_without_tensorboard(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sent = Sent(monkeypatch, src.models.multi_item)
+def test_the_capsule_figures_need_tensorboard(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent = Sent(monkeypatch, src.callbacks.image_evaluation)
     model = _multi_item(_RoutingNet())
     images = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(6))
-    run = trainer(logger=False)
+    run = trainer(logger=False, callbacks=list(CAPSULE_FIGURES))
     run.validate(model, dataloaders=loader([(images, torch.tensor([0, 1, 2]))]), verbose=False)
     assert not sent.grids and not sent.figures
 
 
 @pytest.mark.parametrize("primary", [True, False])
-def test_a_net_without_routing_sends_reconstructions_only(
+def test_a_net_without_routing_gets_reconstructions_only(
     monkeypatch: pytest.MonkeyPatch, tmp_path, primary: bool
 ) -> None:
-    sent = Sent(monkeypatch, src.models.multi_item)
+    sent = Sent(monkeypatch, src.callbacks.image_evaluation)
     net = _RoutingNet(routing=False)
     if not primary:  # the CNN baseline has neither
         del net.primary
     model = _multi_item(net)
     images = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(6))
-    _validate(model, tmp_path, loader=loader([(images, torch.tensor([0, 1, 2]))]))
+    batches = loader([(images, torch.tensor([0, 1, 2]))])
+    _validate(model, tmp_path, loader=batches, callbacks=CAPSULE_FIGURES)
     assert set(sent.grids) == {"val/reconstructions"}
+    model.decoder = None
+    sent.grids.clear()
+    _validate(model, tmp_path, loader=batches, callbacks=CAPSULE_FIGURES)
+    assert not sent.grids
 
 
-def test_the_routing_maps_show_at_most_eight_images(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
-) -> None:
-    sent = Sent(monkeypatch, src.models.multi_item)
+def test_the_routing_maps_show_at_most_n_images(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    sent = Sent(monkeypatch, src.callbacks.image_evaluation)
     model = _multi_item(_RoutingNet())
-    model.hparams.n_image_examples = 10
     images = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(8))
-    _validate(model, tmp_path, loader=loader([(images, torch.arange(10) % 3)]))
+    batches = loader([(images, torch.arange(10) % 3)])
+    _validate(model, tmp_path, loader=batches, callbacks=[RoutingMapsCallback()])
     rows, nrow = sent.grids["val/routing_coefficients"]
     assert rows.shape[0] == 8 * nrow
 
@@ -339,19 +353,19 @@ def test_the_routing_maps_show_at_most_eight_images(
 def test_the_pairs_test_set_sends_the_first_images_titled_with_their_top_two(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    sent = Sent(monkeypatch, src.models.multi_item)
+    sent = Sent(monkeypatch, src.callbacks.image_evaluation)
     net = _RoutingNet()
     model = _multi_item(net)
     images = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(7))
     pairs = torch.tensor([[0, 1], [1, 2], [0, 2]])
     single = (images, torch.tensor([0, 1, 2]))
-    run = trainer(logger=TensorBoardLogger(str(tmp_path)))
+    run = trainer(logger=TensorBoardLogger(str(tmp_path)), callbacks=list(CAPSULE_FIGURES))
     later = (torch.zeros(3, 1, 4, 4), pairs)  # a second batch, not shown
     pair_batches = loader([(images, pairs), later])
     run.test(model, dataloaders=[loader([single]), pair_batches], verbose=False)
     figure = sent.figures["test/pairs"]
     shown = [ax for ax in figure.axes if ax.images]
-    assert len(shown) == 2  # n_image_examples
+    assert len(shown) == 2  # n
     scores = net(images)[0].detach()
     for ax, image, score in zip(shown, images, scores, strict=False):
         np.testing.assert_array_equal(ax.images[0].get_array(), image[0].numpy())
@@ -384,3 +398,18 @@ def test_the_sample_grid_is_the_same_on_every_evaluation_and_refuses_points(
         _validate(
             model, tmp_path, loader=loader([batch(images)]), callbacks=[LatentSpaceCallback()]
         )
+
+
+def test_the_vae_gets_its_reconstructions_through_the_same_seeded_posterior_sample(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    sent = Sent(monkeypatch, src.callbacks.image_evaluation)
+    model = build_vae()
+    x = torch.randint(0, 2, (5, 1, 2, 2), generator=torch.Generator().manual_seed(3)).float()
+    batches = loader([(x, torch.zeros(5, dtype=torch.long)), (x[:2], torch.zeros(2).long())])
+    grid = ReconstructionsCallback(n=3, nrow=2, seed=9)
+    _validate(model, tmp_path, loader=batches, callbacks=[grid])
+    images, nrow = sent.grids["val/reconstructions"]
+    expected = model(x[:3], torch.Generator().manual_seed(9)).detach()
+    torch.testing.assert_close(images, torch.cat([x[:3], expected]))
+    assert nrow == 2

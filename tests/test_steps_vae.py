@@ -23,6 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torchvision.utils import make_grid
 
+from src.callbacks.image_evaluation import ReconstructionsCallback
 from src.losses.elbo import ELBO
 from src.losses.likelihoods import Bernoulli
 from src.models.components.latents import GaussianLatent, GumbelSoftmaxLatent
@@ -275,12 +276,13 @@ def test_the_reconstruction_figure_shows_the_first_validation_batch(tmp_path: Pa
     vae = build_vae(GaussianLatent(dim=3))
     data = batches([4, 4], seed=7)
     logger = TensorBoardLogger(tmp_path, name="", version="")
-    trainer(logger=logger).validate(vae, loader(data), verbose=False)
-    # the decoder's calls: the two validation batches, then the figure's 4 images (and samples)
-    (z,) = [z for z in vae.decoder.seen[2:] if len(z) == 4]
+    figure = ReconstructionsCallback(n=32, nrow=16)
+    trainer(logger=logger, callbacks=[figure]).validate(vae, loader(data), verbose=False)
+    # the decoder's calls: the first validation batch, the figure's 4 images, the second batch
+    z = vae.decoder.seen[1]
     w, b = vae.decoder.linear.weight.detach(), vae.decoder.linear.bias.detach()
     recon = torch.sigmoid(z @ w.T + b).view(-1, *IMAGE_SHAPE)
-    expected = make_grid(torch.cat([data[0][0], recon]), nrow=16, padding=2)[0]
+    expected = make_grid(torch.cat([data[0][0], recon]), nrow=4, padding=2)[0]
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0}).Reload()
     (image,) = events.Images("val/reconstructions")
     png = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("L"))

@@ -8,6 +8,13 @@
 
 - `SampleGridCallback`: `<stage>/samples`, a grid of `n` images from `sample(n, generator)` with
   the generator seeded `seed`, the same noise every epoch (VAE, WGAN-GP, EBM).
+- `ReconstructionsCallback`: `val/reconstructions`, the first `n` images of validation batch 0
+  above what `reconstruct(x, generator)` makes of them (VAE, capsule nets with a decoder).
+- `RoutingMapsCallback`: `val/routing_coefficients`, for up to `n` images of validation batch 0
+  the image and one map per class of the routing coefficients c_ij by position, from the model's
+  `routing(x)` (capsule nets).
+- `PairsFigureCallback`: `test/pairs`, the first `n` two-item test images titled with their top-2
+  classes and scores, from `class_scores(x)` on the data module's second test loader.
 - `LatentSpaceCallback`: for a model whose `encode(x)` gives 2-d codes (the posterior means of
   a 2-d Gaussian latent) and whose `decode(z)` gives images: `val/latent_scatter`, the codes of
   the validation images (up to `n_codes`) coloured by class, and `val/latent_manifold`, the
@@ -26,7 +33,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from src.evaluation.figures import latent_scatter_figure, manifold_codes
+from src.evaluation.figures import (
+    coupling_rows,
+    latent_scatter_figure,
+    manifold_codes,
+    pairs_figure,
+)
 from src.utils.bounds import PositiveInt
 from src.utils.errors import UserError
 from src.utils.images import has_image_logger, log_figure, log_image_grid
@@ -116,3 +128,94 @@ class LatentSpaceCallback(pl.Callback):
         n = self.manifold_size
         images = pl_module.decode(manifold_codes(n).to(pl_module.device))
         log_image_grid(trainer, "val/latent_manifold", images, nrow=n)
+
+
+class _FirstBatch(pl.Callback):
+    """Draws from the first batch of validation (`stage` "val") or of the pairs test set."""
+
+    protocol: tuple[str, ...] = ()
+    name = ""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        _needs(pl_module, self.name, *self.protocol)
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if batch_idx == dataloader_idx == 0 and has_image_logger(trainer):
+            self.draw(trainer, pl_module, batch)
+
+
+class ReconstructionsCallback(_FirstBatch):
+    evaluation = True
+    protocol, name = ("reconstruct",), "reconstructions"
+
+    def __init__(self, n: PositiveInt = 16, nrow: PositiveInt = 16, seed: int = 0) -> None:
+        self.n, self.nrow, self.seed = n, nrow, seed
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any) -> None:
+        x = batch[0][: self.n]
+        noise = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        reconstructions = pl_module.reconstruct(x, noise)
+        if reconstructions is not None:
+            grid = torch.cat([x, reconstructions])
+            log_image_grid(trainer, "val/reconstructions", grid, nrow=min(self.nrow, len(x)))
+
+
+class RoutingMapsCallback(_FirstBatch):
+    evaluation = True
+    protocol, name = ("routing",), "routing_maps"
+
+    def __init__(self, n: PositiveInt = 8) -> None:
+        self.n = n
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any) -> None:
+        x = batch[0][: self.n]
+        routed = pl_module.routing(x)
+        if routed is not None:
+            coupling, grid = routed
+            rows = coupling_rows(x, coupling, grid)
+            nrow = 1 + coupling.shape[-1]  # the image, then a map per class
+            log_image_grid(trainer, "val/routing_coefficients", rows, nrow=nrow)
+
+
+class PairsFigureCallback(_FirstBatch):
+    evaluation = True
+    protocol, name = ("class_scores",), "pairs_figure"
+
+    def __init__(self, n: PositiveInt = 16) -> None:
+        self.n = n
+
+    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    @torch.no_grad()
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if dataloader_idx == 1 and batch_idx == 0 and has_image_logger(trainer):
+            self.draw(trainer, pl_module, batch)
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any) -> None:
+        images, pair = batch[0][: self.n], batch[1][: self.n]
+        scores = pl_module.class_scores(images)
+        names = getattr(trainer.datamodule, "classes", None) or [
+            str(i) for i in range(scores.shape[1])
+        ]
+        log_figure(trainer, "test/pairs", pairs_figure(images, scores, pair, names))

@@ -8,9 +8,10 @@ classes scoring above 0.5 to be exactly the two true ones. A softmax classifier 
 them.
 
 Metrics: `acc` (single items, argmax), the loss terms; on the pairs test set (the data module's
-second test loader) `pairs_top2` and `pairs_both_above`. TensorBoard: reconstructions (with a
-decoder), routing coefficients by position for a few validation images, and a grid of test pairs
-titled with the predicted classes and their scores.
+second test loader) `pairs_top2` and `pairs_both_above`. TensorBoard's reconstructions, routing
+coefficients by position and test pairs titled with their top-2 classes come from the image
+callbacks (`src/callbacks/image_evaluation.py`), through `reconstruct`, `routing` and
+`class_scores`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.evaluation.figures import coupling_rows, pairs_figure
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
-from src.utils.bounds import NonNegativeInt, PositiveInt
+from src.utils.bounds import PositiveInt
 from src.utils.errors import UserError
-from src.utils.images import has_image_logger, log_figure, log_image_grid
 
 
 class MultiItemClassifier(BaseModule):
@@ -40,13 +39,11 @@ class MultiItemClassifier(BaseModule):
         scheduler: SchedulerFactory | None = None,
         decoder: nn.Module | None = None,
         n_classes: PositiveInt = 10,
-        n_image_examples: NonNegativeInt = 16,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
         self.save_hparams()
         self.net, self.decoder, self.n_classes = net, decoder, n_classes
-        self._examples: dict[str, Any] = {}
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(class scores (B, K) in [0, 1], class capsule poses (B, K, D) or None)."""
@@ -65,13 +62,6 @@ class MultiItemClassifier(BaseModule):
         terms = self.loss(scores, targets, reconstruction, images)
         terms["acc"] = (scores.argmax(-1) == labels).float().mean()
         self.log_terms(stage, terms, len(labels))
-        if stage == "val" and batch_idx == 0:
-            routing = getattr(self.net, "routing", None)
-            self._examples = {
-                "images": images,
-                "reconstruction": reconstruction,
-                "coupling": getattr(routing, "last_coupling", None),
-            }
         return terms["loss"]
 
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
@@ -94,32 +84,30 @@ class MultiItemClassifier(BaseModule):
             .mean(),
         }
         self.log_terms("test", terms, len(pair))
-        if batch_idx == 0 and has_image_logger(self.trainer):
-            self._log_pairs(images, scores, pair)
         return terms["pairs_top2"]
 
-    def on_validation_epoch_end(self) -> None:
-        if not self._examples or not has_image_logger(self.trainer):
-            return
-        n = self.hparams.n_image_examples
-        images, reconstruction = self._examples["images"][:n], self._examples["reconstruction"]
-        if reconstruction is not None:
-            log_image_grid(
-                self.trainer, "val/reconstructions", torch.cat([images, reconstruction[:n]]), nrow=n
-            )
-        coupling = self._examples["coupling"]
-        grid = getattr(getattr(self.net, "primary", None), "grid", None)
-        if coupling is not None and grid is not None:  # the same batch's routing coefficients
-            shown = images[:8]
-            coupling = coupling[: len(shown)]
-            rows = coupling_rows(shown, coupling, grid)
-            nrow = 1 + coupling.shape[-1]  # the image, then a map per class
-            log_image_grid(self.trainer, "val/routing_coefficients", rows, nrow=nrow)
+    def class_scores(self, images: torch.Tensor) -> torch.Tensor:
+        """The class scores (B, K) in [0, 1]."""
+        return self(images)[0]
 
-    def _log_pairs(self, images: torch.Tensor, scores: torch.Tensor, pair: torch.Tensor) -> None:
-        names = getattr(self.trainer.datamodule, "classes", None) or [
-            str(i) for i in range(self.n_classes)
-        ]
-        n = self.hparams.n_image_examples
-        figure = pairs_figure(images[:n], scores[:n], pair[:n], names)
-        log_figure(self.trainer, "test/pairs", figure)
+    @torch.no_grad()
+    def reconstruct(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """The decoder's image of each image's predicted class capsule; None without one."""
+        scores, poses = self(images)
+        if self.decoder is None or poses is None:
+            return None
+        return self.decoder(poses, scores.argmax(-1))
+
+    @torch.no_grad()
+    def routing(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]] | None:
+        """The routing coefficients c_ij of these images (B, N, K) and the primary capsules'
+        grid; None for a net without routing or primary capsules."""
+        routing = getattr(self.net, "routing", None)
+        grid = getattr(getattr(self.net, "primary", None), "grid", None)
+        if routing is None or grid is None:
+            return None
+        self.net(images)
+        coupling = getattr(routing, "last_coupling", None)
+        return None if coupling is None else (coupling, grid)

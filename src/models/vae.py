@@ -7,9 +7,9 @@ reports the importance-weighted bound (Burda et al. 2016) with k samples,
     -log p(x) <= -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),  z_i ~ q(z|x),
 which equals the single-sample ELBO for k = 1 and tightens as k grows.
 
-Evaluation offers `sample(n, generator)`, `encode(x)` and `decode(z)` to the image callbacks
-(`src/callbacks/image_evaluation.py`: the sample grid, the 2-d latent's scatter and manifold);
-TensorBoard also gets the first validation images next to their reconstructions.
+Evaluation offers `sample(n, generator)`, `reconstruct(x, generator)`, `encode(x)` and
+`decode(z)` to the image callbacks (`src/callbacks/image_evaluation.py`: the sample grid, the
+reconstructions, the 2-d latent's scatter and manifold).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from torch import nn
 from src.losses.elbo import ELBO
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.utils.bounds import NonNegativeInt
-from src.utils.images import has_image_logger, log_image_grid
 
 NetFactory = Callable[..., nn.Module]
 
@@ -49,7 +48,6 @@ class VAE(BaseModule):
         self.latent = latent
         self.encoder = encoder(image_shape=image_shape, out_dim=latent.param_dim)
         self.decoder = decoder(image_shape=image_shape, in_dim=latent.dim)
-        self._val_batch: torch.Tensor | None = None
 
     @property
     def likelihood(self) -> nn.Module:
@@ -100,6 +98,13 @@ class VAE(BaseModule):
         z = self.latent.prior_sample(n, generator=generator).to(self.device)
         return self.decode(z)
 
+    @torch.no_grad()
+    def reconstruct(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The mean reconstruction of x through one posterior sample."""
+        return self(x, generator)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The posterior means E_q[z | x] (for a Gumbel latent, the class probabilities)."""
         return self.latent.mean(self.encoder(x))
@@ -119,13 +124,5 @@ class VAE(BaseModule):
             means["tau"] = torch.tensor(self.latent.temperature(self.global_step))
         if stage == "test" and self.hparams.iwae_samples > 0:
             means["iwae_nll"] = self.iwae_nll(x, self.hparams.iwae_samples, generator).mean()
-        if stage == "val" and batch_idx == 0:
-            self._val_batch = x[:32].detach()
         self.log_terms(stage, means, len(x))
         return means["nelbo"]
-
-    def on_validation_epoch_end(self) -> None:
-        if has_image_logger(self.trainer) and self._val_batch is not None:
-            x = self._val_batch
-            recon = self(x, self.eval_generator(0))
-            log_image_grid(self.trainer, "val/reconstructions", torch.cat([x, recon]), nrow=16)
