@@ -131,10 +131,12 @@ class LatentSpaceCallback(pl.Callback):
 
 
 class _FirstBatch(pl.Callback):
-    """Draws from the first batch of validation (`stage` "val") or of the pairs test set."""
+    """Draws from the first batch of one loader: validation's (`stage` "val", loader 0), or the
+    pairs test set (`stage` "test", loader 1)."""
 
     protocol: tuple[str, ...] = ()
     name = ""
+    stage, loader = "val", 0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _needs(pl_module, self.name, *self.protocol)
@@ -143,17 +145,28 @@ class _FirstBatch(pl.Callback):
         raise NotImplementedError
 
     @torch.no_grad()
-    def on_validation_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+    def _batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, *where: Any
     ) -> None:
-        if batch_idx == dataloader_idx == 0 and has_image_logger(trainer):
+        batch, batch_idx, dataloader_idx = where[-3:]
+        first = batch_idx == 0 and dataloader_idx == self.loader
+        if stage == self.stage and first and has_image_logger(trainer):
             self.draw(trainer, pl_module, batch)
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *where: Any
+    ) -> None:
+        self._batch_end(trainer, pl_module, "val", *_with_loader(where))
+
+    def on_test_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *where: Any
+    ) -> None:
+        self._batch_end(trainer, pl_module, "test", *_with_loader(where))
+
+
+def _with_loader(where: tuple[Any, ...]) -> tuple[Any, ...]:
+    """(outputs, batch, batch_idx, dataloader_idx): Lightning leaves the last out for one loader."""
+    return where if len(where) == 4 else (*where, 0)
 
 
 class ReconstructionsCallback(_FirstBatch):
@@ -192,25 +205,10 @@ class RoutingMapsCallback(_FirstBatch):
 class PairsFigureCallback(_FirstBatch):
     evaluation = True
     protocol, name = ("class_scores",), "pairs_figure"
+    stage, loader = "test", 1
 
     def __init__(self, n: PositiveInt = 16) -> None:
         self.n = n
-
-    def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    @torch.no_grad()
-    def on_test_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if dataloader_idx == 1 and batch_idx == 0 and has_image_logger(trainer):
-            self.draw(trainer, pl_module, batch)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any) -> None:
         images, pair = batch[0][: self.n], batch[1][: self.n]
