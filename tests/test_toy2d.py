@@ -429,3 +429,32 @@ def test_datamodule_in_a_lightning_fit() -> None:
         trainer.fit(model, datamodule=dm)
     assert [shape for shape, _ in model.seen] == [(64, 2)] * 3
     assert all(math.isfinite(v) for _, v in model.seen)
+
+
+def test_a_checkerboard_of_small_squares_is_uniform_on_its_black_ones_closed_below() -> None:
+    """5 x 5 squares of side 0.4 on [-1, 1]^2: 1 / (13 * 0.16) on the 13 black squares (column +
+    row even), -inf on the white ones; a square holds its lower and left edges, the board not its
+    upper or right one. Catches a density or a cell index that is right only for side 1."""
+    board = Checkerboard(n_squares=5, half_width=1.0)
+    side, black_density = 0.4, -math.log(13 * 0.4**2)
+    centres = [(-1 + (i + 0.5) * side, -1 + (j + 0.5) * side) for j in range(5) for i in range(5)]
+    expected = [
+        black_density if (i + j) % 2 == 0 else -math.inf for j in range(5) for i in range(5)
+    ]
+    got = board.log_prob(torch.tensor(centres, dtype=torch.float64))
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))
+    edges = torch.tensor(
+        [[-1.0, -1.0], [1.0, -0.4], [-0.4, 1.0], [-0.19, -1.0]], dtype=torch.float64
+    )
+    black, white = black_density, -math.inf
+    assert board.log_prob(edges).tolist() == [black, white, white, black]
+
+
+@pytest.mark.parametrize("distribution", [Checkerboard(), Moons()], ids=["checkerboard", "moons"])
+def test_a_nan_or_infinite_point_leaves_the_others_of_its_batch_alone(distribution) -> None:
+    x = torch.tensor([[math.nan, 0.0], [0.0, 0.1], [math.inf, 0.0], [-0.5, -0.5]])
+    alone = distribution.log_prob(x[[1, 3]])
+    got = distribution.log_prob(x)
+    assert math.isnan(got[0]) and got[2] == -math.inf
+    torch.testing.assert_close(got[[1, 3]], alone)
+    assert torch.isfinite(alone).any()
