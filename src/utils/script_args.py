@@ -17,6 +17,6 @@ def parse_key_values(argv: list[str], defaults: dict[str, Any], script: str) -> 
         keys = ", ".join(defaults)
         raise UserError(f"usage: {script} key=value ... with keys {keys}; got {argv}")
     args = OmegaConf.merge(OmegaConf.create(defaults), OmegaConf.from_dotlist(argv))
-    if "ckpt_path" in args and OmegaConf.is_missing(args, "ckpt_path"):
+    if "ckpt_path" in defaults and OmegaConf.is_missing(args, "ckpt_path"):
         raise UserError("ckpt_path=<run_dir>/checkpoints/<file>.ckpt is required.")
     return args

@@ -1,0 +1,76 @@
+"""The entry points' checks of a command line, in process (the fault tests run them as scripts):
+each refusal is its own one-line message, and what passes comes back as it should."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.utils.errors import UserError
+from src.utils.resume import NothingToResume, resume_argv
+from src.utils.script_args import parse_key_values
+from src.utils.status import write_status
+
+DEFAULTS = {"ckpt_path": "???", "n": 4}
+
+
+def test_script_arguments_update_the_defaults_and_refuse_the_rest() -> None:
+    args = parse_key_values(["n=3", "ckpt_path=a.ckpt"], DEFAULTS, "sample.py")
+    assert (args.n, args.ckpt_path) == (3, "a.ckpt")
+    usage = "usage: sample.py key=value ... with keys ckpt_path, n; got "
+    for argv in (["m=3", "ckpt_path=a.ckpt"], ["ckpt_path"], ["ckpt_path=a.ckpt", "n"]):
+        with pytest.raises(UserError) as err:
+            parse_key_values(argv, DEFAULTS, "sample.py")
+        assert str(err.value) == f"{usage}{argv}"
+    with pytest.raises(UserError) as err:
+        parse_key_values(["n=5"], DEFAULTS, "sample.py")
+    assert str(err.value) == "ckpt_path=<run_dir>/checkpoints/<file>.ckpt is required."
+    assert parse_key_values([], {"n": 4}, "tag.py").n == 4
+
+
+def _run(root: Path, name: str, last: bool = True) -> Path:
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (run / ".hydra" / "overrides.yaml").write_text("- trainer.max_epochs=3\n")
+    (run / "checkpoints").mkdir()
+    if last:
+        torch.save({"state_dict": {}, "global_step": 7}, run / "checkpoints" / "last.ckpt")
+    return run
+
+
+def test_resume_refuses_another_runs_checkpoint_a_run_without_one_and_a_multirun(
+    tmp_path: Path,
+) -> None:
+    mine, other = _run(tmp_path, "mine"), _run(tmp_path, "other")
+    theirs = other / "checkpoints" / "last.ckpt"
+    with pytest.raises(UserError) as err:
+        resume_argv(["train.py", f"resume={mine}", f"ckpt_path={theirs}"])
+    assert str(err.value) == (
+        f"ckpt_path={theirs} belongs to {other}, not to resume={mine}: a run resumes from its "
+        "own checkpoints. Drop resume= to start a new run from it."
+    )
+    empty = _run(tmp_path, "empty", last=False)
+    with pytest.raises(UserError) as err:
+        resume_argv(["train.py", f"resume={empty}"])
+    assert str(err.value) == (
+        f"resume={empty} has no checkpoints/last.ckpt: pass ckpt_path=<one of its checkpoints> "
+        "instead."
+    )
+    with pytest.raises(UserError, match="resume one run at a time, without -m"):
+        resume_argv(["train.py", "-m", f"resume={mine}"])
+    assert resume_argv(["train.py", "trainer.max_epochs=2"]) == ["train.py", "trainer.max_epochs=2"]
+
+
+def test_a_finished_run_resumes_only_with_new_settings(tmp_path: Path) -> None:
+    run = _run(tmp_path, "done")
+    write_status(run, "finished", step=12)
+    with pytest.raises(NothingToResume) as err:
+        resume_argv(["train.py", f"resume={run}"])
+    assert str(err.value).startswith(f"{run} finished at step 12: nothing to resume.")
+    longer = resume_argv(["train.py", f"resume={run}", "trainer.max_epochs=9"])
+    assert longer == ["train.py", f"resume={run}", "trainer.max_epochs=9"]
+    with pytest.raises(NothingToResume):  # the checkpoint named again is no new setting
+        resume_argv(["train.py", f"resume={run}", f"ckpt_path={run}/checkpoints/last.ckpt"])
