@@ -3,12 +3,15 @@ each refusal is its own one-line message, and what passes comes back as it shoul
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from src.utils.errors import UserError
+from src.utils.config import check_types
+from src.utils.errors import UserError, clipped, user_message
 from src.utils.resume import NothingToResume, resume_argv
 from src.utils.script_args import parse_key_values
 from src.utils.status import write_status
@@ -74,3 +77,52 @@ def test_a_finished_run_resumes_only_with_new_settings(tmp_path: Path) -> None:
     assert longer == ["train.py", f"resume={run}", "trainer.max_epochs=9"]
     with pytest.raises(NothingToResume):  # the checkpoint named again is no new setting
         resume_argv(["train.py", f"resume={run}", f"ckpt_path={run}/checkpoints/last.ckpt"])
+
+
+def test_a_value_out_of_range_is_told_its_bounds_each_with_its_own_sign() -> None:
+    cases = {
+        ("src.data.tagging.ConllDataModule", "val_fraction", 1.5): ">= 0 and < 1",
+        ("src.models.ebm.EBM", "reinit_prob", 2.0): ">= 0 and <= 1",
+        ("src.data.toy2d.Toy2dDataModule", "n_train", 0): "> 0",
+    }
+    for (target, key, value), bounds in cases.items():
+        with pytest.raises(UserError) as err:
+            check_types(OmegaConf.create({"_target_": target, key: value}))
+        assert str(err.value) == (
+            f"{key}={value} is out of range: {target} needs a value {bounds} there. Fix the "
+            f"override: {key}=<a value {bounds}>."
+        )
+
+
+def test_what_the_user_can_fix_is_found_anywhere_in_the_chain_of_causes() -> None:
+    def chained(inner: BaseException, outer: BaseException) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException as cause:
+                raise outer from cause
+        except BaseException as err:
+            return err
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/logs/run/last.ckpt")
+    assert user_message(chained(full, RuntimeError("save failed"))) == (
+        "the disk is full (writing /logs/run/last.ckpt): free some space or point paths.log_dir "
+        "at another disk; nothing was left half-written."
+    )
+    denied = OSError(errno.EACCES, "Permission denied")
+    assert user_message(chained(denied, RuntimeError("x"))) == (
+        "cannot write a file (Permission denied): pick a folder you can write, e.g. "
+        "paths.log_dir=/tmp/logs."
+    )
+    assert user_message(chained(UserError("fix it"), ValueError("wrapped"))) == "fix it"
+    assert user_message(OSError(errno.ENOENT, "No such file")) is None
+    assert user_message(chained(ValueError("a bug"), RuntimeError("b"))) is None
+    loop = RuntimeError("loop")
+    loop.__context__ = loop
+    assert user_message(loop) is None
+
+
+def test_a_long_text_is_clipped_to_its_limit_with_its_length() -> None:
+    assert clipped("x" * 60) == "x" * 60
+    assert clipped("x" * 61) == "x" * 48 + "... (61 chars)"
+    assert clipped("abcdefghijklmnopqrstuvwxyz", limit=20) == "abcdefgh... (26 chars)"
