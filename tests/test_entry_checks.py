@@ -12,9 +12,11 @@ from omegaconf import OmegaConf
 
 from src.utils.config import check_types
 from src.utils.errors import UserError, clipped, user_message
-from src.utils.resume import NothingToResume, resume_argv
+from src.utils.resume import NothingToResume, register_resolvers, resume_argv
 from src.utils.script_args import parse_key_values
+from src.utils.startup import check_composes, check_writable
 from src.utils.status import write_status
+from tests.conftest import ROOT
 
 DEFAULTS = {"ckpt_path": "???", "n": 4}
 
@@ -126,3 +128,63 @@ def test_a_long_text_is_clipped_to_its_limit_with_its_length() -> None:
     assert clipped("x" * 60) == "x" * 60
     assert clipped("x" * 61) == "x" * 48 + "... (61 chars)"
     assert clipped("abcdefghijklmnopqrstuvwxyz", limit=20) == "abcdefgh... (26 chars)"
+
+
+@pytest.fixture
+def composes():
+    register_resolvers()
+
+    def compose_or_message(*overrides: str) -> str:
+        try:
+            check_composes(["train.py", *overrides], "train")
+        except UserError as err:
+            return str(err)
+        return "composed"
+
+    return compose_or_message
+
+
+def test_a_command_line_that_does_not_compose_is_one_line_naming_the_fix(composes) -> None:
+    assert composes("model=[") == (
+        "'model=[': not valid overrides (no viable alternative at input '['); write key=value, "
+        "group=option or +key=value."
+    )
+    models = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+    assert composes("model=nope") == (
+        f"model='nope': no such option. Available options in 'model': {', '.join(models)}."
+    )
+    for override in ("model/encoder=nope", "model/encoder@model.encoder=nope"):
+        assert composes("model=crf_tagger", override) == (
+            f"{override.split('=')[0]}='nope': no such option. Available options in "
+            "'model/encoder': bilstm, char_cnn."
+        )
+    data_keys = "_target_, name, data_dir, batch_size, eval_batch_size, val_size, split_seed"
+    assert composes("data.nme=x").startswith(f"data.nme=x: no such key (data has {data_keys}, ")
+    assert composes("data.nme=x").endswith(
+        "). Fix the spelling, or add a new key with +data.nme=x."
+    )
+    assert composes("nosuchkey=1") == (
+        "nosuchkey=1: no such key (the config has no such key). Fix the spelling, or add a new "
+        "key with +nosuchkey=1."
+    )
+    assert composes("model=crf_tagger", "model/encoder=bilstm", "seed=3") == "composed"
+
+
+def test_a_sweep_is_checked_at_its_first_values() -> None:
+    register_resolvers()
+    cfg = check_composes(["train.py", "-m", "seed=3,4", "trainer.max_epochs=range(2,5)"], "train")
+    assert (cfg.seed, cfg.trainer.max_epochs) == (3, 2)
+    assert check_composes(["train.py", "--cfg", "job"], "train") is None
+
+
+def test_a_log_folder_that_is_a_file_or_unwritable_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "file"
+    file.write_text("x")
+    with pytest.raises(UserError) as err:
+        check_writable(str(file))
+    assert str(err.value) == (
+        f"paths.log_dir={file} cannot be written ({file} is not a folder): pick a folder you can "
+        "write, e.g. paths.log_dir=/tmp/logs."
+    )
+    check_writable(str(tmp_path / "new" / "deeper"))  # its nearest existing parent is written
+    assert list(tmp_path.iterdir()) == [file]  # and the check leaves nothing behind

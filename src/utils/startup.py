@@ -82,6 +82,13 @@ def composition_error(err: Exception, config_name: str, overrides: list[str]) ->
     if found:
         key = found.group(1)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "")
+        group = key.partition("@")[0]
+        if "/" in group and (CONF / group).is_dir():  # a nested group: its option is missing
+            options = sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+            return UserError(
+                f"{key}={shown(value)}: no such option. "
+                f"Available options in '{group}': {', '.join(options)}."
+            )
         return UserError(
             f"{key}={clipped(value)}: no such key ({_missing_key(config_name, overrides, key)}). "
             f"Fix the spelling, or add a new key with +{key}={clipped(value)}."
