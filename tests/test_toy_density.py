@@ -170,13 +170,17 @@ def test_nce_gets_the_kl_of_its_noise_beside_its_own(
     np.testing.assert_allclose(_image_of(figure, 1), _softmax(g), rtol=1e-5)
 
 
-def test_the_true_grid_and_samples_are_computed_once() -> None:
+def test_the_true_grid_and_samples_are_computed_once_for_each_data(tmp_path) -> None:
     callback = ToyDensityCallback(grid_size=6)
     callback.distribution = EightGaussians()
     assert callback.truth("grid") is callback.truth("grid")
     assert callback.truth("samples") is callback.truth("samples")
     torch.testing.assert_close(callback.truth("grid"), _true_grid(EightGaussians(), 6))
     assert kl_on_grid(callback.truth("grid"), callback.truth("grid")) == pytest.approx(0.0)
+    model = _ebm((2,), Affine(W, C))
+    wider = ToyBatches(EightGaussians(radius=1.0), [batch(VAL)], [batch(VAL)])
+    trainer(callbacks=[callback]).validate(model, datamodule=wider, verbose=False)
+    torch.testing.assert_close(callback.truth("grid"), _true_grid(EightGaussians(radius=1.0), 6))
 
 
 def test_no_figures_without_tensorboard_and_none_in_the_sanity_check(

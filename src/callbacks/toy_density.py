@@ -75,6 +75,8 @@ class ToyDensityCallback(pl.Callback):
                 "callbacks.toy_density compares with a known density: use data=toy2d "
                 "(data.name=8gaussians|rings|checkerboard|moons) or remove the callback."
             )
+        if distribution is not getattr(self, "distribution", None):
+            self._truth = {}  # the true grid and samples are the data's: drawn again for new data
         self.distribution = distribution
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
