@@ -36,7 +36,7 @@ class ResumableLoader(DataLoader):
     """
 
     # DataLoader's own constructor (Lightning rebuilds loaders from its arguments); the state:
-    base_seed: int | None = None  # drawn at the first epoch (see above)
+    base_seed: int | None = None  # drawn from the global RNG at the first epoch
     epoch, trained, epoch_batches, _start = -1, 0, 0, 0
     _resume_at: int | None = None
 
