@@ -5,12 +5,11 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from src.data.idx import read_idx, write_idx
-from src.data.image_datamodule import FILES, ImageDataModule, dynamic_binarisation, find_idx_dir
+from src.data.image_datamodule import FILES, ImageDataModule, find_idx_dir
 from src.utils.errors import UserError
 from tests.conftest import FASHION_DIR, needs_fashion, write_fake_mnist
 
@@ -157,20 +156,3 @@ def test_single_items_and_batches_agree(fake_mnist_dir: Path) -> None:
     for row, i in enumerate((3, 7)):
         xi, yi = test[i]
         assert torch.equal(xi, x[row]) and yi == y[row] and xi.shape == (1, 28, 28)
-
-
-def test_dynamic_binarisation_is_bernoulli_of_the_grey_level_and_follows_its_generator() -> None:
-    """Level k is 1 with probability k / 255 exactly at the ends, within 5 standard errors in
-    between; the same seed draws the same pixels, another seed others."""
-    levels = torch.tensor([0, 1, 128, 254, 255], dtype=torch.uint8).repeat(200_000)
-    draws = dynamic_binarisation(levels, np.random.default_rng(3)).view(-1, 5)
-    assert draws.dtype == torch.float32 and set(draws.unique().tolist()) <= {0.0, 1.0}
-    p = torch.tensor([0, 1, 128, 254, 255]) / 255
-    error = 5 * (p * (1 - p) / len(draws)).sqrt()
-    assert ((draws.mean(0) - p).abs() <= error + 1e-12).all(), draws.mean(0)
-    again = dynamic_binarisation(levels, np.random.default_rng(3)).view(-1, 5)
-    other = dynamic_binarisation(levels, np.random.default_rng(4)).view(-1, 5)
-    assert torch.equal(draws, again) and not torch.equal(draws, other)
-    grey = levels.float() / 255
-    floats = dynamic_binarisation(grey, np.random.default_rng(3)).view(-1, 5)
-    assert ((floats.mean(0) - p).abs() <= error + 1e-12).all()

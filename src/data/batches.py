@@ -11,28 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from src.data.resumable import ResumableLoader
 
-Transform = Callable[[torch.Tensor, np.random.Generator], torch.Tensor]
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 class TensorBatches(Dataset):
     """`dataset.__getitems__(indices)` -> `(transform(first[indices], noise), *(rest[indices]))`.
 
-    `noise` is the dataset's own generator for random transforms (dynamic binarisation: numpy's
-    PCG64, which draws bounded bytes faster than torch's), which a `ResumableLoader` reseeds by
-    position before every batch (`reseed`); the global RNG is never used.
+    `noise` is the dataset's own generator for random transforms (dynamic binarisation), which a
+    `ResumableLoader` seeds by position before every batch; the global RNG is never used.
     """
 
     def __init__(self, *tensors: torch.Tensor, transform: Transform | None = None) -> None:
         if len({len(t) for t in tensors}) != 1:
             raise ValueError(f"tensors of different lengths: {[len(t) for t in tensors]}")
         self.tensors, self.transform = tensors, transform
-        self.noise = np.random.default_rng(0)
+        self.noise = torch.Generator()
 
     def __len__(self) -> int:
         return len(self.tensors[0])
@@ -41,9 +39,6 @@ class TensorBatches(Dataset):
         index = torch.as_tensor(indices, dtype=torch.long)
         first, *rest = (t.index_select(0, index) for t in self.tensors)
         return (first if self.transform is None else self.transform(first, self.noise), *rest)
-
-    def reseed(self, seed: int) -> None:
-        self.noise = np.random.default_rng(seed)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         return tuple(t[0] for t in self.__getitems__([i]))

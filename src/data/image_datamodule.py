@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
@@ -66,27 +65,23 @@ def find_idx_dir(name: str, data_dir: str | Path) -> Path | None:
     return None
 
 
-def to_unit_interval(
-    images: torch.Tensor, noise: np.random.Generator | None = None
-) -> torch.Tensor:
+def to_unit_interval(images: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
     """uint8 pixels to floats in [0, 1] (float images pass through); no noise is drawn."""
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
 def dynamic_binarisation(
-    images: torch.Tensor, noise: np.random.Generator | None = None
+    images: torch.Tensor, noise: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Each pixel resampled as Bernoulli(grey level), anew every time, from `noise` (without it,
-    from a generator seeded by the global torch RNG). A uint8 level k is 1 when u < k for u
-    uniform on {0, ..., 254}: with probability exactly k / 255, from one byte per pixel; a float
-    level p in [0, 1] when a uniform u in [0, 1) is below p."""
-    if noise is None:
-        noise = np.random.default_rng(int(torch.randint(2**62, ()).item()))
+    """Each pixel resampled as Bernoulli(grey level), anew every time, from `noise` (the global
+    RNG without it). A uint8 level k is 1 when u < k for u uniform on {0, ..., 254}: with
+    probability exactly k / 255, and from one byte of noise per pixel; float levels p in [0, 1]
+    when a uniform u in [0, 1) is below p."""
     if images.dtype == torch.uint8:
-        u = torch.from_numpy(noise.integers(0, 255, tuple(images.shape), dtype=np.uint8))
+        u = torch.randint(0, 255, images.shape, dtype=torch.uint8, generator=noise)
         return (u.to(images.device) < images).to(torch.float32)
-    u = torch.from_numpy(noise.random(tuple(images.shape), dtype=np.float32))
-    return (u.to(images.device) < images).to(images.dtype)
+    u = torch.rand(images.shape, generator=noise, dtype=images.dtype, device=images.device)
+    return (u < images).to(images.dtype)
 
 
 def stack_pairs(

@@ -22,9 +22,8 @@ class ResumableLoader(DataLoader):
     """A DataLoader whose randomness is indexed by position, so training resumes exactly mid-epoch.
 
     Epoch e is shuffled by a generator seeded with (base, e) (handed to the `RandomSampler`), and
-    just before batch i of it is read, the dataset's own noise generator, when it has one
-    (`reseed`; `src.data.batches.TensorBatches`: dynamic binarisation), is seeded with
-    (base, e, i, rank):
+    just before batch i of it is read, the dataset's own `noise` generator, when it has one
+    (`src.data.batches.TensorBatches`: dynamic binarisation), is seeded with (base, e, i, rank):
     the order and the data's noise depend on the position alone, not on what ran before (a sanity
     check, a restart). `base` is drawn once, from the sampler's generator when the data module
     gave it one, else from the global RNG (so it follows the run's seed); nothing reseeds the
@@ -89,9 +88,9 @@ class _PositionedBatches:
             epoch = torch.Generator().manual_seed(_seed(loader.base_seed, loader.epoch))
             seed = int(torch.empty((), dtype=torch.int64).random_(generator=epoch).item())
             order.generator = torch.Generator().manual_seed(seed)
-        reseed = getattr(loader.dataset, "reseed", None)
+        noise = getattr(loader.dataset, "noise", None)
         for i, indices in enumerate(self.batches):
             if i >= loader._start:
-                if reseed is not None:
-                    reseed(_seed(loader.base_seed, loader.epoch, i, rank))
+                if noise is not None:
+                    noise.manual_seed(_seed(loader.base_seed, loader.epoch, i, rank))
                 yield indices
