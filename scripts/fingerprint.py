@@ -1,6 +1,6 @@
 """Every logged number of a short seeded run of every model, to check that a refactoring kept them.
 
-    python scripts/fingerprint.py record DIR [--only NAME ...] [--jobs 2] [--extra KEY=VALUE ...]
+    python scripts/fingerprint.py record DIR [--only NAME ...] [--jobs 2]
     python scripts/fingerprint.py compare BEFORE AFTER [--tol 1e-6]
 
 `record` trains each experiment config (and each model config no experiment uses) for a few
@@ -55,9 +55,9 @@ def runs() -> dict[str, list[str]]:
     return table
 
 
-def record_one(name: str, overrides: list[str], out: Path, extra: list[str]) -> str:
+def record_one(name: str, overrides: list[str], out: Path) -> str:
     with tempfile.TemporaryDirectory() as logs:
-        command = [sys.executable, "train.py", *overrides, *SHORT, *extra, f"paths.log_dir={logs}"]
+        command = [sys.executable, "train.py", *overrides, *SHORT, f"paths.log_dir={logs}"]
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             return f"{name}: exit {done.returncode}\n{done.stderr[-2000:]}"
@@ -80,11 +80,11 @@ def record_one(name: str, overrides: list[str], out: Path, extra: list[str]) -> 
     return f"{name}: {sum(len(v) for v in values.values())} values"
 
 
-def record(out: Path, only: list[str] | None, jobs: int, extra: list[str]) -> int:
+def record(out: Path, only: list[str] | None, jobs: int) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = {k: v for k, v in runs().items() if not only or k.split("=", 1)[1] in only}
     with ThreadPoolExecutor(jobs) as pool:
-        for line in pool.map(lambda kv: record_one(*kv, out, extra), table.items()):
+        for line in pool.map(lambda kv: record_one(*kv, out), table.items()):
             print(line, flush=True)
     return 0
 
@@ -128,14 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("out", type=Path)
     rec.add_argument("--only", nargs="+")
     rec.add_argument("--jobs", type=int, default=2)
-    rec.add_argument("--extra", nargs="+", default=[], help="overrides added to every run")
     cmp = sub.add_parser("compare")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
     cmp.add_argument("--tol", type=float, default=1e-6)
     args = parser.parse_args(argv)
     if args.command == "record":
-        return record(args.out, args.only, args.jobs, args.extra)
+        return record(args.out, args.only, args.jobs)
     return compare(args.before, args.after, args.tol)
 
 

@@ -84,10 +84,8 @@ class _PositionedBatches:
         loader = self.loader
         order = getattr(self.batches, "sampler", None)
         rank = getattr(order, "rank", 0)
-        if isinstance(order, RandomSampler):  # its seed drawn as it draws one from the global RNG
-            epoch = torch.Generator().manual_seed(_seed(loader.base_seed, loader.epoch))
-            seed = int(torch.empty((), dtype=torch.int64).random_(generator=epoch).item())
-            order.generator = torch.Generator().manual_seed(seed)
+        if isinstance(order, RandomSampler):
+            order.generator = torch.Generator().manual_seed(_seed(loader.base_seed, loader.epoch))
         noise = getattr(loader.dataset, "noise", None)
         for i, indices in enumerate(self.batches):
             if i >= loader._start:
