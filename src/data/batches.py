@@ -16,29 +16,24 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 
 from src.data.resumable import ResumableLoader
 
-Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 class TensorBatches(Dataset):
-    """`dataset.__getitems__(indices)` -> `(transform(first[indices], noise), *(rest[indices]))`.
-
-    `noise` is the dataset's own generator for random transforms (dynamic binarisation), which a
-    `ResumableLoader` seeds by position before every batch; the global RNG is never used.
-    """
+    """`dataset.__getitems__(indices)` -> `(transform(first[indices]), *(rest[indices]))`."""
 
     def __init__(self, *tensors: torch.Tensor, transform: Transform | None = None) -> None:
         if len({len(t) for t in tensors}) != 1:
             raise ValueError(f"tensors of different lengths: {[len(t) for t in tensors]}")
         self.tensors, self.transform = tensors, transform
-        self.noise = torch.Generator()
 
     def __len__(self) -> int:
         return len(self.tensors[0])
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices, dtype=torch.long)
-        first, *rest = (t.index_select(0, index) for t in self.tensors)
-        return (first if self.transform is None else self.transform(first, self.noise), *rest)
+        first, *rest = (t[index] for t in self.tensors)
+        return (first if self.transform is None else self.transform(first), *rest)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         return tuple(t[0] for t in self.__getitems__([i]))

@@ -65,23 +65,15 @@ def find_idx_dir(name: str, data_dir: str | Path) -> Path | None:
     return None
 
 
-def to_unit_interval(images: torch.Tensor, noise: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 pixels to floats in [0, 1] (float images pass through); no noise is drawn."""
+def to_unit_interval(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels to floats in [0, 1] (float images pass through)."""
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
-def dynamic_binarisation(
-    images: torch.Tensor, noise: torch.Generator | None = None
-) -> torch.Tensor:
-    """Each pixel resampled as Bernoulli(grey level), anew every time, from `noise` (the global
-    RNG without it). A uint8 level k is 1 when u < k for u uniform on {0, ..., 254}: with
-    probability exactly k / 255, and from one byte of noise per pixel; float levels p in [0, 1]
-    when a uniform u in [0, 1) is below p."""
-    if images.dtype == torch.uint8:
-        u = torch.randint(0, 255, images.shape, dtype=torch.uint8, generator=noise)
-        return (u.to(images.device) < images).to(torch.float32)
-    u = torch.rand(images.shape, generator=noise, dtype=images.dtype, device=images.device)
-    return (u < images).to(images.dtype)
+def dynamic_binarisation(images: torch.Tensor) -> torch.Tensor:
+    """Each pixel resampled as Bernoulli(grey level), anew every time (u < p: a 1 with prob. p)."""
+    probs = to_unit_interval(images)
+    return (torch.rand_like(probs) < probs).to(probs.dtype)
 
 
 def stack_pairs(

@@ -1,7 +1,6 @@
 """The training loader whose randomness is indexed by position: a run resumed mid-epoch from a
-checkpoint continues with the same batches and the same data noise as the run that was not
-interrupted (`src.callbacks.resumable_training` records the position, and the global RNG for the
-model's own noise). It never seeds the global RNG."""
+checkpoint continues with the same batches, the same data noise and the same model noise as the
+run that was not interrupted (`src.callbacks.resumable_training` records the position)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 
 def _seed(*words: int) -> int:
@@ -21,17 +20,15 @@ def _seed(*words: int) -> int:
 class ResumableLoader(DataLoader):
     """A DataLoader whose randomness is indexed by position, so training resumes exactly mid-epoch.
 
-    Epoch e is shuffled by a generator seeded with (base, e) (handed to the `RandomSampler`), and
-    just before batch i of it is read, the dataset's own `noise` generator, when it has one
-    (`src.data.batches.TensorBatches`: dynamic binarisation), is seeded with (base, e, i, rank):
-    the order and the data's noise depend on the position alone, not on what ran before (a sanity
-    check, a restart). `base` is drawn once, from the sampler's generator when the data module
-    gave it one, else from the global RNG (so it follows the run's seed); nothing reseeds the
-    global RNG. Lightning stores `state_dict()` in each checkpoint and hands it back through
-    `load_state_dict` on resume (its `_Stateful` protocol); `ResumableTraining` tells the loader
-    how many batches of the epoch were trained, and the resumed loader replays the epoch's order
-    from the first batch not trained. Exact with num_workers=0 (workers draw their own noise).
-    Under DDP, Lightning rebuilds it with a DistributedSampler, which shuffles by (seed, epoch).
+    Epoch e is shuffled after the global torch RNG is seeded with (base, e), and batch i of it is
+    drawn right after the RNG is seeded with (base, e, i, rank): the order, the data's noise
+    (dynamic binarisation) and the model's noise in the steps that follow depend on the position
+    alone, not on what ran before (a sanity check, a restart). Lightning stores `state_dict()` in
+    each checkpoint and hands it back through `load_state_dict` on resume (its `_Stateful`
+    protocol); `ResumableTraining` tells the loader how many batches of the epoch were trained, and
+    the resumed loader replays the epoch's order from the first batch not trained. Exact with
+    num_workers=0 (workers draw their own noise). Under DDP, Lightning rebuilds it with a
+    DistributedSampler, which shuffles by (seed, epoch) itself.
     """
 
     # DataLoader's own constructor (Lightning rebuilds loaders from its arguments); the state:
@@ -41,16 +38,12 @@ class ResumableLoader(DataLoader):
 
     def __iter__(self) -> Any:
         if self.base_seed is None:
-            order = getattr(self.batch_sampler, "sampler", None)
-            generator = getattr(order, "generator", None)
-            self.base_seed = int(torch.randint(2**62, (), generator=generator).item())
+            self.base_seed = int(torch.randint(2**62, ()).item())
         if self._resume_at is None:
             self.epoch, self._start = self.epoch + 1, 0
         else:
             self._start, self._resume_at = self._resume_at, None
         self.trained = self._start
-        # the iterator draws its workers' base seed from `generator`, else from the global RNG
-        self.generator = torch.Generator().manual_seed(_seed(self.base_seed, self.epoch, -1))
         return super().__iter__()
 
     @property
@@ -82,13 +75,9 @@ class _PositionedBatches:
 
     def __iter__(self) -> Iterator[Any]:
         loader = self.loader
-        order = getattr(self.batches, "sampler", None)
-        rank = getattr(order, "rank", 0)
-        if isinstance(order, RandomSampler):
-            order.generator = torch.Generator().manual_seed(_seed(loader.base_seed, loader.epoch))
-        noise = getattr(loader.dataset, "noise", None)
+        rank = getattr(getattr(self.batches, "sampler", None), "rank", 0)
+        torch.manual_seed(_seed(loader.base_seed, loader.epoch))  # RandomSampler draws from it
         for i, indices in enumerate(self.batches):
             if i >= loader._start:
-                if noise is not None:
-                    noise.manual_seed(_seed(loader.base_seed, loader.epoch, i, rank))
+                torch.manual_seed(_seed(loader.base_seed, loader.epoch, i, rank))
                 yield indices
