@@ -60,12 +60,12 @@ class VAE(BaseModule):
 
     def elbo_terms(
         self, x: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Per-example `nelbo`, `recon`, `kl` from one posterior sample; also the encoder output."""
+    ) -> dict[str, torch.Tensor]:
+        """Per-example `nelbo`, `recon`, `kl` from one posterior sample."""
         params = self.encoder(x)
         z = self.latent.rsample(params, self.global_step, generator)
         kl = self.latent.kl(params, z, self.loss.kl)
-        return self.loss(x, self.decoder(z), kl), params
+        return self.loss(x, self.decoder(z), kl)
 
     @torch.no_grad()
     def iwae_nll(
@@ -118,7 +118,7 @@ class VAE(BaseModule):
     ) -> torch.Tensor:
         x = batch[0]
         generator = None if stage == "train" else self.eval_generator(batch_idx)
-        terms, _ = self.elbo_terms(x, generator)
+        terms = self.elbo_terms(x, generator)
         means = {name: value.mean() for name, value in terms.items()}
         if stage == "train" and hasattr(self.latent, "temperature"):
             means["tau"] = torch.tensor(self.latent.temperature(self.global_step))
