@@ -217,13 +217,20 @@ def test_langevin_noise_follows_the_generator_it_is_given() -> None:
     assert float(first.abs().max()) > 0.1
 
 
-def test_langevin_sampling_under_inference_mode_names_the_setting() -> None:
-    message = (
-        "Langevin sampling needs gradients, which inference mode forbids: set "
-        "trainer.inference_mode=false."
-    )
-    with torch.inference_mode(), pytest.raises(UserError, match=re.escape(message)):
-        LangevinSampler(1, 0.1)(lambda v: v.sum(1), torch.zeros(2, 2))
+def test_langevin_sampling_under_inference_mode_is_the_same_chain() -> None:
+    sampler = LangevinSampler(4, 0.1, noise=0.3, grad_clamp=None, data_range=None)
+    start = torch.linspace(-1, 1, 8).reshape(4, 2)
+    with torch.no_grad():
+        plain = sampler(
+            lambda v: v.square().sum(1), start, generator=torch.Generator().manual_seed(2)
+        )
+    with torch.inference_mode():
+        batch = start.clone()  # an inference tensor, as a validation batch is
+        inside = sampler(
+            lambda v: v.square().sum(1), batch, generator=torch.Generator().manual_seed(2)
+        )
+    torch.testing.assert_close(inside, plain, rtol=0, atol=0)
+    assert not torch.equal(plain, start)
 
 
 def test_the_small_capsnet_passes_its_settings_to_the_routing() -> None:
@@ -302,10 +309,12 @@ def test_the_bilstm_has_one_layer_by_default() -> None:
     assert BiLSTM(vocab_size=5).lstm.num_layers == 1
 
 
-def test_wgan_validation_under_inference_mode_names_the_setting() -> None:
+def test_wgan_validation_under_inference_mode_measures_the_same_gradient_norm() -> None:
     model = _wgan()
-    message = "WGAN-GP measures critic gradients in validation: set trainer.inference_mode=false."
-    with pytest.raises(UserError, match=re.escape(message)):
-        trainer(inference_mode=True).validate(
-            model, dataloaders=loader([batch(torch.zeros(4, 2))]), verbose=False
-        )
+    data = [batch(torch.linspace(-2, 2, 8).reshape(4, 2))]
+    by_mode = [
+        trainer(inference_mode=mode).validate(model, dataloaders=loader(data), verbose=False)[0]
+        for mode in (True, False)
+    ]
+    assert by_mode[0] == by_mode[1]
+    assert by_mode[0]["val/grad_norm"] > 0

@@ -60,10 +60,12 @@ def test_clamps_hold_and_sampling_works_without_grad_mode() -> None:
     assert (x < 0.01).all()
 
 
-def test_inference_mode_is_refused_with_the_fix() -> None:
-    sampler = LangevinSampler(steps=1, step_size=0.1, noise=None, grad_clamp=None, data_range=None)
-    with torch.inference_mode(), pytest.raises(UserError, match="inference_mode=false"):
-        sampler(quadratic_energy, torch.zeros(2, 2))
+def test_inference_mode_leaves_autograd_as_it_was_after_the_chain() -> None:
+    sampler = LangevinSampler(steps=2, step_size=0.1, noise=None, grad_clamp=None, data_range=None)
+    with torch.inference_mode():
+        x = sampler(quadratic_energy, torch.ones(2, 2), generator=torch.Generator().manual_seed(0))
+        assert torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+    assert x.shape == (2, 2) and not x.requires_grad
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.05, 0.5])

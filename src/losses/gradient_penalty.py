@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from src.utils.autograd import gradients_on, leaf
 from src.utils.bounds import NonNegativeFloat
 
 Penalty = Literal["two_sided", "one_sided", "none"]
@@ -46,9 +47,9 @@ def critic_gradient_norm(
     critic: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 ) -> torch.Tensor:
     """|grad_x D(x_i)|_2 for every sample i, (B,); differentiable when gradients are enabled."""
-    train_through = torch.is_grad_enabled()
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
+    train_through = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    with gradients_on():
+        x = leaf(x)
         (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=train_through)
     return grad.flatten(1).norm(dim=1)
 

@@ -9,9 +9,10 @@ Every training batch takes one critic step on the loss plugin's `critic_loss` (r
 negatives by overriding those two methods.
 
 Validation and test: `wasserstein` (E[D(x)] - E[D(G(z))]) and `grad_norm` at interpolates on
-validation batches against per-batch seeded noise (gradients in evaluation: the model configs set
-`trainer.inference_mode: false`). The sample_grid callback shows the samples of image models; on
-2-d data the toy_density callback measures them (`sample`) and draws the critic (`critic`).
+validation batches against per-batch seeded noise (the gradient norm turns autograd on for itself,
+also under the trainer's inference mode). The sample_grid callback shows the samples of image
+models; on 2-d data the toy_density callback measures them (`sample`) and draws the critic
+(`critic`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ class AdversarialModule(BaseModule):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)
 
+    @property
+    def example_shape(self) -> tuple[int, ...] | None:
+        """The shape of the generator's samples, when it declares one (`out_shape`)."""
+        shape = getattr(self.generator, "out_shape", None)
+        return None if shape is None else tuple(shape)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n samples G(z): images in [0, 1] or points."""
         with torch.no_grad():
@@ -116,14 +123,6 @@ class AdversarialModule(BaseModule):
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             if scheduler is not None:
                 scheduler.step()
-
-    def on_validation_start(self) -> None:
-        if torch.is_inference_mode_enabled():
-            raise UserError(
-                "WGAN-GP measures critic gradients in validation: set trainer.inference_mode=false."
-            )
-
-    on_test_start = on_validation_start
 
     def shared_step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
         real, noise = batch[0], self.eval_generator(batch_idx)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from src.utils.autograd import gradients_on
 from src.utils.bounds import (
     NonNegativeFloat,
     NonNegativeInt,
@@ -54,8 +55,8 @@ def uniform_noise(
 class LangevinSampler(nn.Module):
     """`steps` Langevin updates of a batch under an energy, with gradient and range clamps.
 
-    Works under `torch.no_grad()` (validation, testing) since it turns gradients back on; it
-    cannot run under inference mode (set `trainer.inference_mode: false`).
+    Works in validation and testing, under `torch.no_grad()` or inference mode: it turns
+    gradients on for the chain (`src.utils.autograd`).
     """
 
     def __init__(
@@ -87,12 +88,7 @@ class LangevinSampler(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """The chain's end point after `steps` (default `self.steps`) updates from `x`, detached."""
-        if torch.is_inference_mode_enabled():
-            raise UserError(
-                "Langevin sampling needs gradients, which inference mode forbids: set "
-                "trainer.inference_mode=false."
-            )
-        with torch.enable_grad():
+        with gradients_on():
             x = x.detach().clone()
             for _ in range(self.steps if steps is None else steps):
                 x.requires_grad_(True)
