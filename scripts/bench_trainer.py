@@ -5,7 +5,7 @@
     python scripts/bench_trainer.py model=vae_conv data.batch_size=256
 
 Both sides are built from the real training config (composed with Hydra's compose API, default
-model=vae data=fashion_mnist; extra Hydra overrides are passed through):
+model=vae data=fashion_mnist data.binarize=true; extra Hydra overrides are passed through):
 
 - framework: the data module, model, callbacks (default set), TensorBoard logger and Trainer built
   the way `src/train.py:train` builds them, with validation and test turned off and
@@ -50,7 +50,7 @@ from src.utils.compose import compose_run_config  # noqa: E402
 from src.utils.config import check_groups  # noqa: E402
 from src.utils.instantiate import instantiate_callbacks, instantiate_loggers  # noqa: E402
 
-DEFAULT_OVERRIDES = ["model=vae", "data=fashion_mnist"]
+DEFAULT_OVERRIDES = ["model=vae", "data=fashion_mnist", "data.binarize=true"]
 
 
 def synchronize(device: torch.device) -> None:

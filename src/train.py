@@ -61,9 +61,57 @@ def data_model_kwargs(datamodule: pl.LightningDataModule) -> dict[str, Any]:
 
 
 def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """The data module and the model the config names, checked against each other; `cfg`'s
+    `monitor: model` becomes the model's metric (`resolve_monitor`) for the callbacks built
+    next."""
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, **data_model_kwargs(datamodule))
+    check_data_fits(model, datamodule)
+    resolve_monitor(cfg, model)
     return datamodule, model
+
+
+def check_data_fits(model: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
+    """The model reads examples of the shape the data gives, when both declare one
+    (`example_shape`); a model config never chooses its data, so a mismatch is named here."""
+    wanted = getattr(model, "example_shape", None)
+    given = getattr(datamodule, "example_shape", None)
+    if wanted is not None and given is not None and tuple(wanted) != tuple(given):
+        raise UserError(
+            f"{type(model).__name__} reads examples of shape {list(wanted)}, but "
+            f"{type(datamodule).__name__} gives {list(given)}: choose data=<a config in conf/data "
+            "with that shape> (data=toy2d for 2-d points), or an experiment that pairs this model "
+            "with its data (conf/experiment)."
+        )
+
+
+def resolve_monitor(cfg: DictConfig, model: pl.LightningModule) -> None:
+    """`monitor: model` is the model's headline metric (its class's `monitor`) and
+    `monitor_mode: model` its direction; a metric of one's own needs its direction said. The
+    resolved pair is written into `cfg`, for the callbacks, the sweeper and the run's hparams, and
+    the model's plateau scheduler follows it."""
+    monitor, mode = cfg.get("monitor"), cfg.get("monitor_mode")
+    own, own_mode = getattr(model, "monitor", None), getattr(model, "monitor_mode", "min")
+    if monitor == "model":
+        if own is None:
+            raise UserError(
+                f"monitor=model, but {type(model).__name__} names no metric of its own: set "
+                "monitor=<a metric it logs, e.g. val/loss> and monitor_mode=min or max."
+            )
+        monitor = own
+    if mode == "model":
+        if monitor not in (own, None):
+            raise UserError(
+                f"monitor={monitor} is not {type(model).__name__}'s own metric ({own}), so its "
+                "direction is unknown: set monitor_mode=min or monitor_mode=max."
+            )
+        mode = own_mode if monitor else "min"
+    if mode not in ("min", "max"):
+        raise UserError(f"monitor_mode={mode!r}: choose min, max or model.")
+    with open_dict(cfg):
+        cfg.monitor, cfg.monitor_mode = monitor, mode
+    if monitor is not None:
+        model.monitor = monitor
 
 
 def checkpoint_to_resume(cfg: DictConfig) -> str | None:

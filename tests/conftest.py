@@ -36,6 +36,18 @@ def compose_config(
     return cfg
 
 
+def data_for(model: str) -> list[str]:
+    """`data=<name>` of the first experiment that pairs the model config with data, or nothing
+    (the default data): model configs never choose their data."""
+    for path in sorted((ROOT / "conf/experiment").glob("*.yaml")):
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        if f"- override /model: {model}" in lines:
+            data = [line.split(":", 1)[1].strip() for line in lines if "override /data:" in line]
+            if data:
+                return [f"data={data[0]}"]
+    return []
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     def make(*overrides: str, config_name: str = "train") -> DictConfig:

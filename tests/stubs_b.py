@@ -171,7 +171,7 @@ def evaluate(
 
 class ToyBatches(pl.LightningDataModule):
     """A data module over fixed batches of 2-d points with a known true `distribution`;
-    `data_train`, the training batches together as (x, y), is what models fit statistics to."""
+    `train_examples()`, the training batches' points together, is what models fit statistics to."""
 
     def __init__(
         self, distribution: Toy2dDistribution, train: Sequence[Batch], val: Sequence[Batch] = ()
@@ -179,7 +179,9 @@ class ToyBatches(pl.LightningDataModule):
         super().__init__()
         self.distribution = distribution
         self.train, self.val = list(train), list(val)
-        self.data_train = batch(torch.cat([x for x, _ in self.train]))
+
+    def train_examples(self) -> torch.Tensor:
+        return torch.cat([x for x, _ in self.train])
 
     def train_dataloader(self) -> DataLoader:
         return loader(self.train)

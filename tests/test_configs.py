@@ -8,12 +8,11 @@ import hydra
 import lightning.pytorch as pl
 import pytest
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from omegaconf import open_dict
 
 from src.models.vae import VAE
 from src.train import build
 from src.utils.instantiate import instantiate_callbacks, instantiate_loggers
-from tests.conftest import ROOT
+from tests.conftest import ROOT, data_for
 
 MODELS = sorted(p.stem for p in (ROOT / "conf/model").glob("vae*.yaml"))
 LOSSES = sorted(
@@ -41,7 +40,7 @@ def test_vae_loss_data_combinations_build(make_cfg, model: str, loss: str, data:
     datamodule, module = build(cfg)
     assert isinstance(module, VAE) and datamodule.name == data
     assert type(module.loss.likelihood).__name__.lower() == loss.replace("_", "")
-    assert datamodule.hparams.binarize is True  # the VAE configs binarise
+    assert datamodule.hparams.binarize is False  # experiments binarise, model configs do not
     assert module.hparams_initial.keys() >= {"image_shape", "iwae_samples"}
 
 
@@ -61,7 +60,10 @@ def test_logger_configs_build(make_cfg, logger: str) -> None:
 
 
 def test_callbacks_watch_the_models_metric(make_cfg) -> None:
-    callbacks = instantiate_callbacks(make_cfg("model=vae_gumbel").callbacks)
+    cfg = make_cfg("model=vae_gumbel")
+    assert (cfg.monitor, cfg.monitor_mode) == ("model", "model")
+    build(cfg)
+    callbacks = instantiate_callbacks(cfg.callbacks)
     checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
     stopping = next(c for c in callbacks if isinstance(c, EarlyStopping))
     assert checkpoint.monitor == stopping.monitor == "val/nelbo"
@@ -95,8 +97,6 @@ def test_eval_config_composes(make_cfg, tmp_path: Path) -> None:
 
 def test_toy2d_data_config_builds(make_cfg) -> None:
     cfg = make_cfg("data=toy2d", "data.name=rings", "data.n_train=1000")
-    with open_dict(cfg):  # the default model, the VAE, asks image data to binarise
-        cfg.data.pop("binarize")
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
     x, labels = next(iter(datamodule.train_dataloader()))
@@ -107,7 +107,20 @@ def test_toy2d_data_config_builds(make_cfg) -> None:
 @pytest.mark.parametrize("model", [m for m in _options("model") if m != "crf_tagger"])
 def test_every_model_config_builds_with_its_loss(make_cfg, model: str) -> None:
     """Each model config picks a loss that fits it (the model checks the loss's task)."""
-    cfg = make_cfg(f"model={model}")
+    cfg = make_cfg(f"model={model}", *data_for(model))
     _, module = build(cfg)
     assert module.loss.task == module.loss_task
-    assert cfg.monitor.split("/")[0] == "val"
+    assert cfg.monitor.split("/")[0] == "val" and cfg.monitor_mode in ("min", "max")
+
+
+@pytest.mark.parametrize("model", _options("model"))
+def test_a_model_config_sets_nothing_outside_its_model(make_cfg, model: str) -> None:
+    """Only the loss and the callbacks that read the model may differ from the defaults' run:
+    the data, the trainer and the monitor are the experiment's (or the command line's)."""
+    default, chosen = make_cfg(), make_cfg(f"model={model}")
+    for key in default:
+        if key not in ("model", "loss", "callbacks", "run_dir", "config_subdir"):  # (time stamps)
+            assert chosen[key] == default[key], key
+    assert set(chosen) == set(default)
+    kept = {k: v for k, v in default.callbacks.items() if k in chosen.callbacks}
+    assert kept == {k: v for k, v in chosen.callbacks.items() if k in default.callbacks}

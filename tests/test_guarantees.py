@@ -34,7 +34,7 @@ from src.train import build
 from src.utils.config import check_types
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate
-from tests.conftest import ROOT, quiet_trainer
+from tests.conftest import ROOT, data_for, quiet_trainer
 
 # ---------------------------------------------------------------------------------------------
 # exact resume: a loader's state round trip
@@ -398,8 +398,9 @@ def test_saved_hyperparameters_are_plain_data(make_cfg, tmp_path: Path, choice: 
     """Catches: a module, nn.Module, partial or other object (a kind of constructor argument that
     `BaseModule.save_hparams`'s rule misses) in `hparams`, which the checkpoint stores and
     `weights_only` loading refuses."""
+    data = data_for(choice.split("=", 1)[1]) if choice.startswith("model=") else []
     limit = ["data.limit_sentences=100"] if "crf" in choice else []
-    _, model = build(make_cfg(choice, *limit))
+    _, model = build(make_cfg(choice, *data, *limit))
     hparams = dict(model.hparams)
     assert _plain(hparams), {k: type(v).__name__ for k, v in hparams.items() if not _plain(v)}
     torch.save(hparams, tmp_path / "hparams.pt")

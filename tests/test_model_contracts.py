@@ -91,13 +91,15 @@ class _Images(pl.LightningDataModule):
         return loader([batch(torch.zeros(2, 2))])
 
 
-def test_nce_refuses_data_without_a_known_density_by_name() -> None:
+def test_nce_refuses_data_it_cannot_fit_its_noise_to_by_name() -> None:
     message = (
-        "NCEDensity compares with a known density: use data=toy2d "
-        "(data.name=8gaussians|rings|checkerboard|moons)."
+        "NCEDensity fits its noise to the training data, and _Images does not offer it "
+        "(train_examples()): use data=toy2d."
     )
+    model = _nce()
+    model.noise_scale_tril.zero_()  # not fitted yet
     with pytest.raises(UserError, match=re.escape(message)):
-        trainer().fit(_nce(), datamodule=_Images())
+        trainer().fit(model, datamodule=_Images())
 
 
 def test_a_fixed_size_capsule_net_refuses_the_pairs_by_name() -> None:

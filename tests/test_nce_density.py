@@ -46,6 +46,7 @@ def _validate(cfg, model=None, datamodule=None) -> dict[str, float]:
 def test_noise_is_the_gaussian_fitted_to_the_training_data(make_cfg) -> None:
     cfg = make_cfg(
         "model=nce_density",
+        "data=toy2d",
         *SMALL_DATA,
         "model.noise_scale=1.5",
         "callbacks=none",
@@ -65,7 +66,7 @@ def test_grid_metrics_of_the_true_density_and_seeded_evaluation_noise(make_cfg) 
     all but ~1e-8 of the mass; the midpoint rule at 4 cells per std is exact to ~1e-6), and a
     learned log Z of 0.7 puts the NCE classifier at its optimum. Validating twice draws the same
     noise."""
-    cfg = make_cfg("model=nce_density", *SMALL_DATA, "loss.init_log_z=0.7")
+    cfg = make_cfg("model=nce_density", "data=toy2d", *SMALL_DATA, "loss.init_log_z=0.7")
     datamodule, model = build(cfg)
     datamodule.setup()
     data = datamodule.data_train[0]
@@ -87,7 +88,10 @@ def test_grid_metrics_of_the_true_density_and_seeded_evaluation_noise(make_cfg) 
 @pytest.mark.slow
 def test_a_short_nce_fit_beats_the_noise_and_finds_its_normaliser(make_cfg) -> None:
     """1200 steps (a minute on a busy 2-core CPU): the KL falls well below the noise's and the
-    learned log Z comes within 0.3 of log ∫ e^G over the box."""
+    learned log Z comes near log ∫ e^G over the box. Measured over seeds 12345 and 1-5
+    (2026-12-01): KL / KL_noise 0.14-0.29 (at most 0.34 under a data-loader variant);
+    |log Z - log Z_grid| 0.03, 0.40, 0.31, 0.06, 0.10, 0.08 (at most 0.61 under the variant),
+    against the log of the box's area (over 3 nats) for an untrained G near 0 and log Z = 0."""
     cfg = make_cfg(
         "experiment=nce_toy",
         *SMALL_DATA,
@@ -101,7 +105,7 @@ def test_a_short_nce_fit_beats_the_noise_and_finds_its_normaliser(make_cfg) -> N
     )
     metrics = train(cfg)
     assert metrics["val/kl"] < 0.5 * metrics["val/kl_noise"]
-    assert abs(metrics["val/log_z"] - metrics["val/log_z_grid"]) < 0.3
+    assert abs(metrics["val/log_z"] - metrics["val/log_z_grid"]) < 0.8
 
 
 def test_smoke_fast_dev_run_nce_experiment(make_cfg) -> None:
@@ -111,10 +115,10 @@ def test_smoke_fast_dev_run_nce_experiment(make_cfg) -> None:
 
 
 def test_the_nce_model_needs_toy_data_and_a_positive_noise_scale(make_cfg) -> None:
-    with pytest.raises(UserError, match="use data=toy2d"):
+    with pytest.raises(UserError, match=r"NCEDensity reads examples of shape \[2\], but Image"):
         train(make_cfg("model=nce_density", "data=fashion_mnist", "trainer.fast_dev_run=true"))
     with pytest.raises(UserError, match="noise_scale=0 must be positive"):
-        build(make_cfg("model=nce_density", "model.noise_scale=0"))
+        build(make_cfg("model=nce_density", "data=toy2d", "model.noise_scale=0"))
 
 
 def test_nce_loss_takes_given_noise_samples_and_checks_their_number() -> None:

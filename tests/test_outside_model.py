@@ -41,6 +41,7 @@ def outside(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train = run_script(
         "train.py",
         "model=gaussian2d",
+        "data=toy2d",
         f"hydra.searchpath=[file://{root / 'mine' / 'conf'}]",
         f"paths.log_dir={root / 'logs'}",
         *SMALL,

@@ -27,7 +27,13 @@ FAST = ["trainer.fast_dev_run=true", *SMALL]
     [("cws", "char_cnn"), ("cws", "bilstm"), ("ner", "char_cnn"), ("pos", "bilstm")],
 )
 def test_smoke_fast_dev_run_every_task_and_encoder(make_cfg, task: str, encoder: str) -> None:
-    cfg = make_cfg("model=crf_tagger", f"data.task={task}", f"model/encoder={encoder}", *FAST)
+    cfg = make_cfg(
+        "model=crf_tagger",
+        "data=people_daily",
+        f"data.task={task}",
+        f"model/encoder={encoder}",
+        *FAST,
+    )
     metrics = train(cfg)
     for key in ("train/loss", "val/loss", "val/f1", "test/f1", "test/token_acc"):
         assert math.isfinite(metrics[key]), key
@@ -37,7 +43,9 @@ def test_pos_f1_and_token_accuracy_are_the_share_of_right_tags(make_cfg) -> None
     """POS has no spans, so its F1 is the token accuracy: both against a count of the decoded
     test tags, made here, padding left out. Catches: padded positions counted, the accuracy of
     other batches, an F1 that is some other figure."""
-    datamodule, model = build(make_cfg("model=crf_tagger", "data.task=pos", *SMALL))
+    datamodule, model = build(
+        make_cfg("model=crf_tagger", "data=people_daily", "data.task=pos", *SMALL)
+    )
     trainer = quiet_trainer(
         accelerator="cpu", max_epochs=1, limit_train_batches=3, enable_checkpointing=False
     )
@@ -56,10 +64,14 @@ def test_pos_f1_and_token_accuracy_are_the_share_of_right_tags(make_cfg) -> None
 
 
 def test_softmax_head_and_the_crf_learning_rate(make_cfg) -> None:
-    _, softmax = build(make_cfg("model=crf_tagger", "model.head=softmax", *SMALL))
+    _, softmax = build(
+        make_cfg("model=crf_tagger", "data=people_daily", "model.head=softmax", *SMALL)
+    )
     assert isinstance(softmax.head, SoftmaxHead) and softmax.allowed is None
     assert len(softmax.configure_optimizers()["optimizer"].param_groups) == 1
-    _, tagger = build(make_cfg("model=crf_tagger", "model.crf_lr_multiplier=50", *SMALL))
+    _, tagger = build(
+        make_cfg("model=crf_tagger", "data=people_daily", "model.crf_lr_multiplier=50", *SMALL)
+    )
     assert isinstance(tagger.head, CRF) and tagger.tags == ["B", "E", "M", "S"]
     groups = tagger.configure_optimizers()["optimizer"].param_groups
     assert [g["lr"] for g in groups] == pytest.approx([1e-3, 5e-2])
@@ -117,6 +129,7 @@ def test_learns_a_synthetic_conll_ner_task(tmp_path: Path) -> None:
 def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg(
         "model=crf_tagger",
+        "data=people_daily",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=1",
@@ -150,6 +163,7 @@ def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path) -> None:
 def test_tensorboard_gets_examples_and_the_transition_heatmap(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg(
         "model=crf_tagger",
+        "data=people_daily",
         "data.task=ner",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=2",
@@ -172,7 +186,7 @@ def test_tensorboard_gets_examples_and_the_transition_heatmap(make_cfg, tmp_path
 
 def test_a_tagger_needs_tagging_data_and_a_tagging_loss(make_cfg) -> None:
     with pytest.raises(UserError, match="does not fit CRFTagger, which needs a 'tagging' loss"):
-        build(make_cfg("model=crf_tagger", "loss=bernoulli", *SMALL))
+        build(make_cfg("model=crf_tagger", "data=people_daily", "loss=bernoulli", *SMALL))
     with pytest.raises(UserError, match="does not fit VAE"):
         build(make_cfg("model=vae", "loss=tag_nll"))
     with pytest.raises(UserError, match="vocabulary and tags from a tagging data module"):

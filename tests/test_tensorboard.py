@@ -70,7 +70,7 @@ def test_scalars_and_images_are_logged(run_dir: Path) -> None:
     for tag in IMAGES:
         assert len(events.Images(tag)) == 2
     recon = events.Images("val/reconstructions")[-1]
-    assert recon.width == 16 * 30 + 2 and recon.height == 4 * 30 + 2  # 2 rows in, 2 rows out
+    assert recon.width == 16 * 30 + 2 and recon.height == 2 * 30 + 2  # a row in, a row out
     manifold = events.Images("val/latent_manifold")[-1]
     assert manifold.width == manifold.height == 15 * 30 + 2
     nelbo = events.Scalars("val/nelbo")[-1].value

@@ -331,6 +331,19 @@ def test_datamodule_shapes_and_setup_idempotent() -> None:
     assert not torch.equal(dm.data_train[0][:130], dm.data_test[0])
 
 
+def test_train_examples_are_the_training_points_of_one_epoch() -> None:
+    dm = Toy2dDataModule(name="moons", n_train=300, n_val=20, n_test=20, batch_size=64, seed=2)
+    examples = dm.train_examples()  # draws the splits when nothing has yet
+    assert dm.example_shape == (2,) and examples.shape == (300, 2)
+    epoch = torch.cat([x for x, _ in dm.train_dataloader()])
+    assert len(epoch) >= 256 and set(map(tuple, epoch.tolist())) <= set(
+        map(tuple, examples.tolist())
+    )
+    assert torch.equal(examples, dm.data_train[0]) and not set(
+        map(tuple, dm.data_val[0].tolist())
+    ) & set(map(tuple, examples.tolist()))
+
+
 def test_datamodule_deterministic_per_seed() -> None:
     a, b, c = _small_dm(seed=3), _small_dm(seed=3), _small_dm(seed=4)
     for split in ("data_train", "data_val", "data_test"):

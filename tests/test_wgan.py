@@ -24,7 +24,7 @@ from src.train import build, train
 from src.utils.errors import UserError
 from tests.conftest import needs_fashion
 
-TOY = ["model=wgan_gp_2d", "data.n_train=2048", "data.n_val=512", "data.n_test=512"]
+TOY = ["model=wgan_gp_2d", "data=toy2d", "data.n_train=2048", "data.n_val=512", "data.n_test=512"]
 
 
 class Linear(nn.Module):
@@ -188,9 +188,13 @@ def test_smoke_fast_dev_run_toy_experiment_reports_the_2d_measures(make_cfg) -> 
     assert {"train/critic_loss", "train/wasserstein", "train/gradient_penalty"} <= set(metrics)
 
 
-def test_validation_refuses_inference_mode(make_cfg) -> None:
-    with pytest.raises(UserError, match="inference_mode=false"):
-        train(make_cfg(*TOY, "trainer.fast_dev_run=true", "trainer.inference_mode=true"))
+def test_validation_under_the_trainers_inference_mode_gives_the_same_metrics(make_cfg) -> None:
+    by_mode = [
+        train(make_cfg(*TOY, "trainer.fast_dev_run=true", f"++trainer.inference_mode={mode}"))
+        for mode in ("true", "false")
+    ]
+    assert by_mode[0]["test/grad_norm"] == by_mode[1]["test/grad_norm"] > 0
+    assert by_mode[0]["test/wasserstein"] == by_mode[1]["test/wasserstein"]
 
 
 @needs_fashion

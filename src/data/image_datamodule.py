@@ -122,6 +122,12 @@ class ImageDataModule(LightningDataModule):
         return (1, 28, 28)
 
     @property
+    def example_shape(self) -> tuple[int, int, int]:
+        """One training example's shape: two-item images are twice as tall."""
+        c, h, w = self.image_shape
+        return (c, 2 * h, w) if self.hparams.pairs_train else (c, h, w)
+
+    @property
     def classes(self) -> list[str]:
         return CLASSES[self.name]
 

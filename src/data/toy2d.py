@@ -77,6 +77,16 @@ class Toy2dDataModule(LightningDataModule):
         self.data_test: tuple[Tensor, Tensor] | None = None
 
     @property
+    def example_shape(self) -> tuple[int]:
+        return (2,)
+
+    def train_examples(self) -> Tensor:
+        """The training split's points, (n_train, 2): for a model that fits statistics of its
+        data before training (NCE's noise)."""
+        self.setup("fit")
+        return self.data_train[0]
+
+    @property
     def distribution(self) -> Toy2dDistribution:
         """The true distribution the data are drawn from."""
         return self._distribution

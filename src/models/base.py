@@ -2,7 +2,8 @@
 deterministic evaluation noise, and the check that the chosen loss plugin fits the model.
 
 A new model subclasses `BaseModule`, sets `loss_task`, implements `shared_step` and calls
-`self.save_hparams()` in its constructor.
+`self.save_hparams()` in its constructor. `monitor` and `monitor_mode` name its headline metric, one
+it logs itself: what a run checkpoints and stops on when the config says `monitor: model`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 class BaseModule(LightningModule):
     loss_task: str = ""
     monitor: str = "val/loss"
+    monitor_mode: str = "min"
 
     def __init__(
         self,
@@ -44,6 +46,12 @@ class BaseModule(LightningModule):
         self.loss = loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.eval_seed = eval_seed
+
+    @property
+    def example_shape(self) -> tuple[int, ...] | None:
+        """The shape of one example the model reads, which `src.train` checks against the data's
+        before anything runs; None: any shape, or examples that are not fixed-shape tensors."""
+        return None
 
     def save_hparams(self, logger: bool = True, ignore: Sequence[str] = ()) -> None:
         """Lightning's `save_hyperparameters` for the calling constructor (and those of the

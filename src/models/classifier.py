@@ -16,6 +16,7 @@ from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 class Classifier(BaseModule):
     loss_task = "classification"
     monitor = "val/acc"
+    monitor_mode = "max"
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ DATA_KWARGS = ["vocab", "tags", "scheme"]
 class CRFTagger(BaseModule):
     loss_task = "tagging"
     monitor = "val/f1"
+    monitor_mode = "max"
 
     def __init__(
         self,

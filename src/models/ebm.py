@@ -34,7 +34,7 @@ NetFactory = Callable[..., nn.Module]
 
 class EBM(BaseModule):
     loss_task = "ebm"
-    monitor = "val/kl"
+    monitor = "val/loss"
 
     def __init__(
         self,
@@ -71,6 +71,10 @@ class EBM(BaseModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """E(x), (B,)."""
         return self.energy(x)
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return tuple(self.hparams.data_shape)
 
     def log_density(self, x: torch.Tensor) -> torch.Tensor:
         """The unnormalised log p(x) = -E(x), (B,)."""

@@ -30,6 +30,7 @@ from src.utils.errors import UserError
 class MultiItemClassifier(BaseModule):
     loss_task = "multi_item"
     monitor = "val/acc"
+    monitor_mode = "max"
 
     def __init__(
         self,

@@ -50,6 +50,7 @@ def set_metrics(predicted: torch.Tensor, targets: torch.Tensor) -> dict[str, tor
 class MultilabelClassifier(BaseModule):
     loss_task = "multilabel"
     monitor = "val/exact"
+    monitor_mode = "max"
 
     def __init__(
         self,

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
 
-from src.metrics.toy2d import KnownDensity
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
 from src.models.components.nets import mlp
 from src.utils.bounds import PositiveFloat
@@ -31,7 +30,7 @@ from src.utils.errors import UserError
 
 class NCEDensity(BaseModule):
     loss_task = "density"
-    monitor = "val/kl"
+    monitor = "val/loss"
 
     def __init__(
         self,
@@ -52,6 +51,10 @@ class NCEDensity(BaseModule):
         self.register_buffer("noise_loc", torch.zeros(2))
         self.register_buffer("noise_scale_tril", torch.zeros(2, 2))
 
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return (2,)
+
     def log_density(self, x: torch.Tensor) -> torch.Tensor:
         """The unnormalised G(x) (...,) at points (..., 2)."""
         return self.net(x).squeeze(-1)
@@ -68,20 +71,17 @@ class NCEDensity(BaseModule):
             )
         return MultivariateNormal(self.noise_loc, scale_tril=self.noise_scale_tril)
 
-    def _distribution(self) -> KnownDensity:
-        distribution = getattr(self.trainer.datamodule, "distribution", None)
-        if not isinstance(distribution, KnownDensity):
-            raise UserError(
-                f"{type(self).__name__} compares with a known density: use data=toy2d "
-                "(data.name=8gaussians|rings|checkerboard|moons)."
-            )
-        return distribution
-
     def on_fit_start(self) -> None:
-        self._distribution()
         if bool(self.noise_scale_tril.any()):
             return  # resumed: q comes from the checkpoint
-        x = self.trainer.datamodule.data_train[0].to(self.noise_loc)
+        train_examples = getattr(self.trainer.datamodule, "train_examples", None)
+        if train_examples is None:
+            raise UserError(
+                f"{type(self).__name__} fits its noise to the training data, and "
+                f"{type(self.trainer.datamodule).__name__} does not offer it (train_examples()): "
+                "use data=toy2d."
+            )
+        x = train_examples().to(self.noise_loc)
         covariance = torch.cov(x.T) * self.hparams.noise_scale**2
         self.noise_loc.copy_(x.mean(0))
         self.noise_scale_tril.copy_(torch.linalg.cholesky(covariance))

@@ -92,6 +92,10 @@ class VAE(BaseModule):
             log_w.append(lw.view(c, len(x)))
         return -(torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k))
 
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return tuple(self.hparams.image_shape)
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n images from the prior: the likelihood's mean at z ~ p(z)."""

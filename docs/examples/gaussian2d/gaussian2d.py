@@ -14,6 +14,10 @@ import torch
 
 
 class Gaussian2d(pl.LightningModule):
+    # what the run checkpoints and stops on (`monitor: model`), and the data it reads
+    monitor, monitor_mode = "val/loss", "min"
+    example_shape = (2,)
+
     def __init__(self, lr: float = 0.05) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -120,6 +120,7 @@ class DCGANGenerator(Generator):
         c, h, w = image_shape
         if (h, w) != (28, 28):
             raise UserError(f"DCGANGenerator makes 28x28 images, not {h}x{w}: use MLPGenerator.")
+        self.out_shape = (c, h, w)
         self.net = nn.Sequential(
             nn.Linear(latent_dim, 2 * width * 7 * 7),
             nn.Unflatten(1, (2 * width, 7, 7)),
