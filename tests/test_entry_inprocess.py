@@ -1,0 +1,218 @@
+"""What `train.py` and `eval.py` do around their task (`src.utils.run.run_entry`), in process: how
+a run ends on the command line (the run directory, the one-line error and its exit code, a
+signal's message and code, a sweep's failed job) and the sweep's jobs a signal left unrun. The
+end-to-end tests run the same code in subprocesses, where mutation testing cannot see it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from src.utils.errors import UserError
+from src.utils.resume import register_resolvers
+from src.utils.run import print_config_tree, run_entry
+from src.utils.status import read_status, write_status
+from src.utils.sweep import not_run_message, planned_jobs
+from tests.conftest import ROOT
+
+
+def _hydra(out: Path, *overrides: str, multirun: bool = False, job: int = 0) -> DictConfig:
+    """The config, and HydraConfig as `@hydra.main` sets it, for a run in `out`."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(out)
+        cfg.hydra.mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+        cfg.hydra.job.num = job
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Iterator[Path]:
+    out = tmp_path / "run"
+    out.mkdir()
+    yield out
+    HydraConfig.instance().cfg = None
+    GlobalHydra.instance().clear()
+
+
+def test_a_finished_run_names_its_directory_and_tensorboard_command(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _hydra(run_dir, "logger=tensorboard")
+    assert run_entry(lambda c: {"val/loss": 1.5}, cfg) == {"val/loss": 1.5}
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        f"run directory: {run_dir}",
+        f"open it in TensorBoard: tensorboard --logdir {run_dir}",
+    ]
+    cfg = _hydra(run_dir, "logger=csv")
+    run_entry(lambda c: None, cfg)
+    assert capsys.readouterr().out.splitlines()[-1] == f"run directory: {run_dir}"
+
+
+def test_a_user_error_is_one_line_and_exit_code_2(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _hydra(run_dir)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")  # a run that did something
+
+    def task(_: DictConfig) -> None:
+        raise UserError("model.latent.dim=0 must be at least 1.")
+
+    with pytest.raises(SystemExit) as stopped:
+        run_entry(task, cfg)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: model.latent.dim=0 must be at least 1. ({run_dir} is marked failed "
+        "(status.json))\n"
+    )
+    assert read_status(run_dir)["status"] == "failed"
+
+
+def test_a_new_run_that_failed_before_doing_anything_leaves_no_folder(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _hydra(run_dir)
+    with pytest.raises(SystemExit):
+        run_entry(lambda c: (_ for _ in ()).throw(UserError("no such file")), cfg)
+    assert capsys.readouterr().err == "error: no such file\n"
+    assert not run_dir.exists()
+
+
+def test_a_bug_is_not_dressed_as_a_user_error(run_dir: Path) -> None:
+    cfg = _hydra(run_dir)
+    with pytest.raises(ZeroDivisionError):
+        run_entry(lambda c: 1 / 0, cfg)
+
+
+def test_a_failed_job_of_a_sweep_writes_its_traceback_and_goes_back_to_hydra(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _hydra(run_dir, multirun=True)
+    with pytest.raises(UserError):
+        run_entry(lambda c: (_ for _ in ()).throw(UserError("bad seed")), cfg)
+    error = (run_dir / "error.txt").read_text()
+    assert "UserError: bad seed" in error and "Traceback" in error
+    assert run_dir.is_dir() and read_status(run_dir)["status"] == "failed"
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGUSR1", 138)])
+def test_a_signal_says_where_the_run_stopped_and_how_to_go_on(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], name: str, code: int
+) -> None:
+    cfg = _hydra(run_dir)
+
+    def task(_: DictConfig) -> None:
+        write_status(run_dir, "interrupted", signal=name, step=7, checkpoint_step=6)
+        raise SIGTERMException
+
+    with pytest.raises(SystemExit) as stopped:
+        run_entry(task, cfg)
+    assert stopped.value.code == code
+    assert capsys.readouterr().err == (
+        f"interrupted by {name} at step 7: last.ckpt saved at step 6; continue with "
+        f"python train.py resume={run_dir}\n"
+    )
+
+
+def test_a_signal_without_a_saved_checkpoint_points_at_the_periodic_one(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _hydra(run_dir)
+
+    def task(_: DictConfig) -> None:
+        write_status(run_dir, "interrupted", step=2)
+        raise SIGTERMException
+
+    with pytest.raises(SystemExit) as stopped:
+        run_entry(task, cfg)
+    assert stopped.value.code == 143  # SIGTERM when the status names none
+    assert "at step 2: last.ckpt is the latest periodic one;" in capsys.readouterr().err
+
+
+def _basic_sweep(sweep_dir: Path) -> None:
+    """The multirun.yaml of `python train.py -m seed=1,2 model.latent.dim=2,16`."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    node = {
+        "hydra": {
+            "sweeper": {
+                "_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                "params": None,
+            },
+            "overrides": {"task": ["seed=1,2", "model.latent.dim=2,16"]},
+        }
+    }
+    OmegaConf.save(OmegaConf.create(node), sweep_dir / "multirun.yaml")
+
+
+def test_a_signal_in_a_sweep_names_the_jobs_that_did_not_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "sweep"
+    _basic_sweep(sweep)
+    out = sweep / "1"
+    out.mkdir()
+    cfg = _hydra(out, multirun=True, job=1)
+
+    def task(_: DictConfig) -> None:
+        write_status(out, "interrupted", signal="SIGTERM", step=1)
+        raise SIGTERMException
+
+    try:
+        with pytest.raises(SystemExit):
+            run_entry(task, cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    err = capsys.readouterr().err.splitlines()
+    assert err[1] == (
+        f"the sweep in {sweep} stopped at job 1; these jobs did not run: "
+        "2: seed=2 model.latent.dim=2; 3: seed=2 model.latent.dim=16"
+    )
+
+
+def test_the_planned_jobs_of_a_basic_sweep_and_of_none(tmp_path: Path) -> None:
+    _basic_sweep(tmp_path / "basic")
+    assert planned_jobs(tmp_path / "basic") == [
+        ["seed=1", "model.latent.dim=2"],
+        ["seed=1", "model.latent.dim=16"],
+        ["seed=2", "model.latent.dim=2"],
+        ["seed=2", "model.latent.dim=16"],
+    ]
+    assert not_run_message(tmp_path / "basic", 3) == (
+        f"the sweep in {tmp_path / 'basic'} stopped at its last job (3)."
+    )
+    assert planned_jobs(tmp_path / "none") is None
+    assert not_run_message(tmp_path / "none", 0) == (
+        f"the sweep in {tmp_path / 'none'} stopped at job 0; later jobs did not run."
+    )
+    other = tmp_path / "optuna"
+    other.mkdir()
+    optuna = {"hydra": {"sweeper": {"_target_": "hydra_plugins.optuna.OptunaSweeper"}}}
+    OmegaConf.save(OmegaConf.create(optuna), other / "multirun.yaml")
+    assert planned_jobs(other) is None
+
+
+def test_the_config_tree_is_printed_and_appended_to_the_runs_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = OmegaConf.create({"seed": 3, "model": {"lr": 0.5}})
+    saved = tmp_path / "config_tree.log"
+    print_config_tree(cfg, saved)
+    print_config_tree(cfg, saved)  # a resumed run adds its tree
+    shown = capsys.readouterr().out
+    assert "CONFIG" in shown and "seed" in shown and "lr: 0.5" in shown
+    text = saved.read_text()
+    assert text.count("CONFIG") == 2 and text.count("lr: 0.5") == 2
