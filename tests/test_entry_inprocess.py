@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.utils.errors import UserError
 from src.utils.resume import register_resolvers
 from src.utils.run import print_config_tree, run_entry
+from src.utils.startup import prepare
 from src.utils.status import read_status, write_status
 from src.utils.sweep import not_run_message, planned_jobs
 from tests.conftest import ROOT
@@ -216,3 +218,57 @@ def test_the_config_tree_is_printed_and_appended_to_the_runs_file(
     assert "CONFIG" in shown and "seed" in shown and "lr: 0.5" in shown
     text = saved.read_text()
     assert text.count("CONFIG") == 2 and text.count("lr: 0.5") == 2
+
+
+def test_prepare_hands_a_good_command_line_to_hydra_unchanged(tmp_path: Path) -> None:
+    argv = ["train.py", "seed=3", f"paths.log_dir={tmp_path / 'logs'}"]
+    assert prepare(list(argv), "train") == argv
+    assert not (tmp_path / "logs").exists()  # checked, not made
+
+
+@pytest.mark.parametrize(
+    ("argv", "config_name", "said"),
+    [
+        (["train.py", "model=nope"], "train", "error: model='nope': no such option. Available"),
+        (
+            ["eval.py", "ckpt_path=/nowhere/x.ckpt"],
+            "eval",
+            "error: ckpt_path=/nowhere/x.ckpt does not exist: point it at a .ckpt file of a run.",
+        ),
+    ],
+)
+def test_prepare_refuses_in_one_line_with_exit_code_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], config_name: str, said: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        prepare(argv, config_name)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(said) and err.count("\n") == 1
+
+
+def test_prepare_refuses_a_log_folder_that_is_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "file"
+    file.write_text("x")
+    with pytest.raises(SystemExit) as stopped:
+        prepare(["train.py", f"paths.log_dir={file}"], "train")
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: paths.log_dir={file} cannot be written")
+
+
+def test_prepare_says_a_finished_run_has_nothing_to_resume_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "done"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (run / ".hydra" / "overrides.yaml").write_text("[]\n")
+    (run / "checkpoints").mkdir()
+    torch.save({"state_dict": {}, "global_step": 4}, run / "checkpoints" / "last.ckpt")
+    write_status(run, "finished", step=4)
+    with pytest.raises(SystemExit) as stopped:
+        prepare(["train.py", f"resume={run}"], "train")
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.startswith(f"{run} finished at step 4: nothing to resume.")
