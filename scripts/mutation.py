@@ -144,11 +144,12 @@ def statuses(target: Path) -> dict[str, str]:
 
 
 def recheck(target: Path, children: tuple[str, ...]) -> None:
-    """The survivors (and the mutants a stopped run left half-tested) again, then the mutants of
-    the functions that changed since their verdict (mutmut resets those when it regenerates the
-    mutants, at the start of the first run)."""
+    """The survivors, the mutants no test reached (tests written since may reach them) and those
+    a stopped run left half-tested again, then the mutants of the functions that changed since
+    their verdict (mutmut resets those when it regenerates the mutants, at the start of the first
+    run)."""
     before = statuses(target)
-    again = {"survived", "suspicious", "segfault", "check was interrupted by user"}
+    again = {"survived", "no tests", "suspicious", "segfault", "check was interrupted by user"}
     if names := [name for name, outcome in before.items() if outcome in again]:
         mutmut(target, "run", *children, *names)
     after = statuses(target)

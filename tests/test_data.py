@@ -156,3 +156,19 @@ def test_single_items_and_batches_agree(fake_mnist_dir: Path) -> None:
     for row, i in enumerate((3, 7)):
         xi, yi = test[i]
         assert torch.equal(xi, x[row]) and yi == y[row] and xi.shape == (1, 28, 28)
+
+
+def test_the_loaders_reseed_is_torch_manual_seed_on_the_cpu() -> None:
+    """The loader reseeds the global RNG per batch with the CPU generator alone (and CUDA's when
+    in use): the same stream as `torch.manual_seed`, which the model's noise draws from."""
+    from src.data.resumable import reseed_global
+
+    draws = []
+    for reseed in (torch.manual_seed, reseed_global):
+        torch.randn(5)  # whatever state came before
+        reseed(2**40 + 17)
+        draws.append((torch.randn(3), torch.rand(2), torch.randint(100, (4,)), torch.randperm(6)))
+    for a, b in zip(*draws, strict=True):
+        assert torch.equal(a, b)
+    reseed_global(3)
+    assert not torch.equal(torch.randn(3), draws[0][0])

@@ -82,6 +82,7 @@ def test_ddp_sim_jobs_of_a_multirun_each_get_one_directory(tmp_path: Path) -> No
         *RUN,
         "trainer=ddp_sim",
         "trainer.max_epochs=1",
+        "data.batch_size=100",
         "seed=1,2",
         f"data.data_dir={data}",
         f"paths.log_dir={tmp_path}",
