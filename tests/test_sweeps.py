@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import DictConfig
 
 from tests.conftest import ROOT, run_script, write_fake_mnist
 
@@ -150,15 +151,77 @@ def test_experiment_configs_follow_the_convention(make_cfg, experiment: str) -> 
     assert cfg.task_name == experiment and cfg.tags and isinstance(cfg.seed, int)
 
 
-def test_slurm_launcher_runs_one_task_per_device() -> None:
+def _slurm_launcher(*overrides: str) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from src.utils.resume import register_resolvers
+
+    register_resolvers()
     GlobalHydra.instance().clear()
-    overrides = ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    launcher = cfg.hydra.launcher
+        cfg = compose(
+            "train", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True
+        )
+    return cfg.hydra.launcher
+
+
+def test_slurm_launcher_runs_one_task_per_device() -> None:
+    launcher = _slurm_launcher("trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2")
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
     assert launcher.timeout_min > 0 and "partition" in launcher
+
+
+def test_slurm_launcher_asks_for_gpus_only_for_a_gpu_trainer() -> None:
+    """A CPU-only cluster refuses a job that asks for a GPU gres: the default trainer
+    (accelerator auto) and trainer=cpu ask for none, trainer=gpu for its one."""
+    assert _slurm_launcher().gpus_per_node is None
+    assert _slurm_launcher("trainer=cpu", "trainer.devices=2").gpus_per_node is None
+    assert _slurm_launcher("trainer=gpu").gpus_per_node == 1
+    assert (
+        _slurm_launcher(
+            "trainer=gpu", "trainer.accelerator=cuda", "trainer.devices=2"
+        ).gpus_per_node
+        == 2
+    )
+    chosen = _slurm_launcher(
+        "hydra.launcher.account=lab",
+        "hydra.launcher.qos=short",
+        "hydra.launcher.mem_gb=16",
+        "hydra.launcher.cpus_per_task=4",
+        "+hydra.launcher.additional_parameters.exclusive=true",
+    )
+    assert (chosen.account, chosen.qos, chosen.mem_gb, chosen.cpus_per_task) == (
+        "lab",
+        "short",
+        16,
+        4,
+    )
+    assert chosen.additional_parameters == {"exclusive": True}
+
+
+def test_submitits_repeated_sacct_warnings_come_out_as_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from src.utils.launcher import quiet_sacct
+
+    logger = logging.getLogger("submitit")
+    quiet_sacct()
+    quiet_sacct()  # once per process, however often it is called
+    try:
+        with caplog.at_level(logging.WARNING, logger="submitit"):
+            for call in range(1, 4):
+                logger.warning(
+                    f"Call #{call} - Bypassing sacct error boom, status may be inaccurate."
+                )
+            logger.warning("another warning")
+        assert [r.getMessage() for r in caplog.records] == [
+            "submitit cannot read job states from sacct (is SLURM accounting off?); it goes on "
+            "with squeue's, and this is said once",
+            "another warning",
+        ]
+    finally:
+        logger.filters.clear()

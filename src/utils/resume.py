@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from src.utils.checkpoint import read_checkpoint
 from src.utils.errors import UserError, shown
+from src.utils.launcher import gpus_per_node
 from src.utils.status import read_status
 from src.utils.trust import trusted_target
 
@@ -57,10 +58,12 @@ def _config_subdir(resume: str | None, ckpt_path: str | None, stamp: str) -> str
 
 
 def register_resolvers() -> None:
-    """The resolvers of conf/train.yaml's `run_dir` and `config_subdir` (the entry points and
-    `compose_run_config` call this before composing)."""
+    """The resolvers the configs use: conf/train.yaml's `run_dir` and `config_subdir`, the SLURM
+    launcher's `gpus_per_node` (the entry points and `compose_run_config` call this before
+    composing)."""
     OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True)
     OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
+    OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node, replace=True)
 
 
 def _key(override: str) -> str:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.utils.checkpoint import read_checkpoint, run_config
 from src.utils.errors import UserError, clipped, shown
+from src.utils.launcher import quiet_sacct
 from src.utils.resume import NothingToResume, register_resolvers, resume_argv
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -139,6 +140,7 @@ def prepare(argv: list[str], config_name: str) -> list[str]:
     """The command line to hand to Hydra, after the checks above; a refusal is one line on
     stderr and exit code 2 (a finished run asked to resume: a line on stdout, exit 0)."""
     register_resolvers()
+    quiet_sacct()
     try:
         if config_name == "train":
             argv = resume_argv(argv)
