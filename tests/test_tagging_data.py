@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from torch.utils.data.distributed import DistributedSampler
 
+from src.data.buckets import BucketBatchSampler
 from src.data.corpora import (
     build_tags,
     read_conll,
@@ -28,7 +29,6 @@ from src.data.corpora import (
     write_conll,
 )
 from src.data.tagging import (
-    BucketBatchSampler,
     ConllDataModule,
     PeopleDailyDataModule,
     TaggingDataModule,
@@ -199,9 +199,11 @@ def test_conll_datamodule_files_schemes_and_errors(tmp_path: Path) -> None:
     assert kwargs["vocab"][:2] == [PAD, UNK] and "eu" in kwargs["vocab"]
     assert dm.splits["val"] == [(["eu", "peter", "blackburn"], ["S-ORG", "B-PER", "E-PER"])]
     assert dm.splits["test"] == [] and len(dm.test_dataloader()) == 0
-    # a val file tag that the training file never has
-    with pytest.raises(UserError, match=r"val\.txt \(data.val_file\) has the tag 'B-PER'"):
-        ConllDataModule(str(train), str(val), scheme="BIOES", limit_sentences=1).setup()
+    # val file tags that the (one-sentence) training file never has: scored, not refused
+    one = ConllDataModule(str(train), str(val), scheme="BIOES", limit_sentences=1)
+    assert one.tags == ["O", "S-MISC", "S-ORG"] and one.unseen_tags == ["B-PER", "E-PER"]
+    assert one.datasets["val"][0][1].tolist() == [2, 3, 4]  # S-ORG, then ids past the model's
+    assert one.datasets["train"][0][1].max() < 3
     with pytest.raises(UserError, match=r"train\.txt: sentence 1: 'NNP'.*data.scheme=null"):
         ConllDataModule(str(train), tag_column=1).setup()
     assert ConllDataModule(str(train), tag_column=1, scheme=None).tags == ["JJ", "NNP", "VBZ"]

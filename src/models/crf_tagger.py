@@ -95,15 +95,36 @@ class CRFTagger(BaseModule):
 
     def shared_step(
         self, batch: tuple[torch.Tensor, ...], batch_idx: int, stage: str
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
+        """The loss of the batch; in evaluation also the predictions against the gold tags. A gold
+        tag training never had (id >= len(tags), see `on_validation_start`) is an error, and the
+        loss leaves its sentence out: the model has no score for such a path."""
         tokens, tags, mask = batch
         emissions = self(tokens, mask)
-        loss = self.loss(self.head, emissions, tags, mask)
-        self.log_terms(stage, {"loss": loss}, len(tokens))
+        scorable = ((tags < len(self.tags)) | ~mask).all(1)
+        loss = None
+        if stage == "train" or bool(scorable.all()):
+            loss = self.loss(self.head, emissions, tags, mask)
+            self.log_terms(stage, {"loss": loss}, len(tokens))
+        elif bool(scorable.any()):
+            kept = (emissions[scorable], tags[scorable], mask[scorable])
+            loss = self.loss(self.head, *kept)
+            self.log_terms(stage, {"loss": loss}, int(scorable.sum()))
         if stage != "train":
             predicted = self.head.decode(emissions, mask, self.allowed)
             self.metrics[stage].update(predicted, tags, mask)
         return loss
+
+    def on_validation_start(self) -> None:
+        """Span metrics over the model's tags and the evaluation data's unseen ones: a data module
+        with `unseen_tags` gives their ids after the model's (their spans count in recall)."""
+        unseen = list(getattr(self.trainer.datamodule, "unseen_tags", None) or [])
+        names = self.tags + unseen
+        for stage in ("val", "test"):
+            if self.metrics[stage].tags != names:
+                self.metrics[stage] = SpanF1(names, self.scheme).to(self.device)
+
+    on_test_start = on_validation_start
 
     @torch.no_grad()
     def tag_sentences(self, sentences: list[list[str]]) -> list[list[str]]:
