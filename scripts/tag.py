@@ -8,11 +8,17 @@ Text is cut into sentences after 。！？ and each line separately, and read th
 trained (characters for cws/ner, whitespace-separated words for pos and CoNLL). One output line
 per sentence: segmented words (cws), [entities]TYPE (ner), word/TAG (pos), or with
 `format=tags` every token with its tag.
+
+A file streams: it is read a line at a time, `window` sentences at once (default 2048) are sorted
+by length and tagged in batches of `batch_size` (default 64), and their lines are written in input
+order before the next window is read, so memory stays bounded whatever the file's size.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -20,7 +26,14 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULTS = {"ckpt_path": "???", "text": None, "file": None, "format": "text"}
+DEFAULTS = {
+    "ckpt_path": "???",
+    "text": None,
+    "file": None,
+    "format": "text",
+    "window": 2048,
+    "batch_size": 64,
+}
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -41,10 +54,45 @@ def parse_args(argv: list[str]) -> dict:
     return args
 
 
+def lines_of(path: Path) -> Iterator[str]:
+    """The file's lines, read and decoded one at a time; a line that is not UTF-8 stops with its
+    number."""
+    from src.utils.errors import UserError
+
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(
+                    f"--file {path} is not UTF-8 text (line {number}: {err.reason}); convert it, "
+                    "e.g. iconv -f GB18030 -t UTF-8."
+                ) from None
+
+
+def tag_stream(
+    tag: Callable[[list[list[str]]], list[list[str]]],
+    sentences: Iterable[list[str]],
+    window: int,
+    batch_size: int,
+) -> Iterator[tuple[list[str], list[str]]]:
+    """(tokens, tags) of every sentence, in input order: `window` sentences at a time, tagged in
+    batches of `batch_size` sentences of similar length (little padding)."""
+    iterator = iter(sentences)
+    while chunk := list(itertools.islice(iterator, window)):
+        order = sorted(range(len(chunk)), key=lambda i: len(chunk[i]))
+        tagged: list[list[str]] = [[] for _ in chunk]
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            for i, tags in zip(batch, tag([chunk[i] for i in batch]), strict=True):
+                tagged[i] = tags
+        yield from zip(chunk, tagged, strict=True)
+
+
 def main(argv: list[str]) -> None:
     import os
 
-    from src.data.corpora import sentences_from_text
+    from src.data.corpora import sentences_from_lines
     from src.models.crf_tagger import CRFTagger
     from src.utils.checkpoint import load_model, read_checkpoint, run_config
     from src.utils.errors import UserError
@@ -56,32 +104,30 @@ def main(argv: list[str]) -> None:
             path = Path(args["file"])
             if not path.is_file():
                 raise UserError(f"--file {path} does not exist.")
-            try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError as err:
-                raise UserError(
-                    f"--file {path} is not UTF-8 text (byte {err.start}: {err.reason}); convert "
-                    "it, e.g. iconv -f GB18030 -t UTF-8."
-                ) from None
+            lines: Iterable[str] = lines_of(path)
         else:
-            text = str(args["text"])
+            lines = str(args["text"]).splitlines()
+        if int(args["window"]) < 1 or int(args["batch_size"]) < 1:
+            raise UserError(
+                f"window={args['window']} and batch_size={args['batch_size']} must be at least 1."
+            )
         ckpt = read_checkpoint(args["ckpt_path"])
         cfg = run_config(args["ckpt_path"], ckpt)
         model = load_model(args["ckpt_path"], cfg, ckpt)
         if not isinstance(model, CRFTagger):
             raise UserError(f"{args['ckpt_path']} holds a {type(model).__name__}, not a tagger.")
-        task = cfg.data.get("task", "conll")
-        sentences = sentences_from_text(text, task)
+        sentences = sentences_from_lines(lines, cfg.data.get("task", "conll"))
         if cfg.data.get("lowercase"):
-            sentences = [[token.lower() for token in s] for s in sentences]
+            sentences = ([token.lower() for token in s] for s in sentences)
+        tagged = tag_stream(model.tag_sentences, sentences, args["window"], args["batch_size"])
+        for tokens, tags in tagged:
+            if args["format"] == "tags":
+                print(" ".join(f"{token}/{tag}" for token, tag in zip(tokens, tags, strict=True)))
+            else:
+                print(model.format(tokens, tags))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    for tokens, tags in zip(sentences, model.tag_sentences(sentences), strict=True):
-        if args["format"] == "tags":
-            print(" ".join(f"{token}/{tag}" for token, tag in zip(tokens, tags, strict=True)))
-        else:
-            print(model.format(tokens, tags))
 
 
 if __name__ == "__main__":

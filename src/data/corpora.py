@@ -58,16 +58,21 @@ def split_sentences(tokens: list[str], tags: list[str]) -> list[Sentence]:
     return [(tokens[a:b], tags[a:b]) for a, b in _sentence_bounds(tokens)]
 
 
-def sentences_from_text(text: str, task: str) -> list[list[str]]:
-    """Raw text as the task's model reads it: each non-blank line cut after 。！？ into token
-    lists of characters (cws, ner; whitespace removed) or of whitespace-separated words."""
+def sentences_from_lines(lines: Iterable[str], task: str) -> Iterator[list[str]]:
+    """Raw text as the task's model reads it, one line at a time: each non-blank line cut after
+    。！？ into token lists of characters (cws, ner; whitespace removed) or of
+    whitespace-separated words."""
     if task not in TOKENS:
         raise UserError(f"unknown task {task!r}; available: {', '.join(TOKENS)}.")
-    chars, sentences = TOKENS[task] == "chars", []
-    for line in text.splitlines():
+    chars = TOKENS[task] == "chars"
+    for line in lines:
         tokens = [c for c in line if not c.isspace()] if chars else line.split()
-        sentences += [tokens[a:b] for a, b in _sentence_bounds(tokens)]
-    return sentences
+        yield from (tokens[a:b] for a, b in _sentence_bounds(tokens))
+
+
+def sentences_from_text(text: str, task: str) -> list[list[str]]:
+    """`sentences_from_lines` of a whole text."""
+    return list(sentences_from_lines(text.splitlines(), task))
 
 
 # ---------------------------------------------------------------------------------------------
