@@ -19,14 +19,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.utils.errors import UserError
 from src.utils.resume import register_resolvers
-from src.utils.run import print_config_tree, run_entry
+from src.utils.run import print_config_tree, report_run_dir, run_entry
 from src.utils.startup import prepare
 from src.utils.status import read_status, write_status
 from src.utils.sweep import not_run_message, planned_jobs
 from tests.conftest import ROOT
 
 
-def _hydra(out: Path, *overrides: str, multirun: bool = False, job: int = 0) -> DictConfig:
+def _hydra(
+    out: Path, *overrides: str, multirun: bool = False, job: int = 0, subdir: str = ".hydra"
+) -> DictConfig:
     """The config, and HydraConfig as `@hydra.main` sets it, for a run in `out`."""
     register_resolvers()
     GlobalHydra.instance().clear()
@@ -36,6 +38,7 @@ def _hydra(out: Path, *overrides: str, multirun: bool = False, job: int = 0) -> 
         cfg.hydra.runtime.output_dir = str(out)
         cfg.hydra.mode = RunMode.MULTIRUN if multirun else RunMode.RUN
         cfg.hydra.job.num = job
+        cfg.hydra.output_subdir = subdir
     HydraConfig.instance().set_config(cfg)
     return cfg
 
@@ -52,8 +55,8 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
 def test_a_finished_run_names_its_directory_and_tensorboard_command(
     run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = _hydra(run_dir, "logger=tensorboard")
-    assert run_entry(lambda c: {"val/loss": 1.5}, cfg) == {"val/loss": 1.5}
+    cfg = _hydra(run_dir, "logger=tensorboard", "seed=41")
+    assert run_entry(lambda c: {"seed": c.seed}, cfg) == {"seed": 41}  # the task gets the config
     assert capsys.readouterr().out.splitlines()[-2:] == [
         f"run directory: {run_dir}",
         f"open it in TensorBoard: tensorboard --logdir {run_dir}",
@@ -95,8 +98,36 @@ def test_a_new_run_that_failed_before_doing_anything_leaves_no_folder(
 
 def test_a_bug_is_not_dressed_as_a_user_error(run_dir: Path) -> None:
     cfg = _hydra(run_dir)
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")  # a run that did something
     with pytest.raises(ZeroDivisionError):
         run_entry(lambda c: 1 / 0, cfg)
+    assert read_status(run_dir)["error"] == "ZeroDivisionError: division by zero"
+
+
+def test_a_failed_resume_leaves_the_run_as_it_was_and_says_so(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _hydra(run_dir, subdir=".hydra/resumed_2026")
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    write_status(run_dir, "interrupted", step=3)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit):
+        run_entry(lambda c: (_ for _ in ()).throw(UserError("bad resume")), cfg)
+    assert capsys.readouterr().err == f"error: bad resume ({run_dir} is left as it was)\n"
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_outside_hydra_a_user_error_is_its_line_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    HydraConfig.instance().cfg = None
+    with pytest.raises(SystemExit) as stopped:
+        run_entry(lambda c: (_ for _ in ()).throw(UserError("no data")), OmegaConf.create({}))
+    assert stopped.value.code == 2 and capsys.readouterr().err == "error: no data\n"
+    report_run_dir(OmegaConf.create({"logger": {"tb": {"_target_": "TensorBoardLogger"}}}))
+    assert capsys.readouterr().out == ""  # no run directory to name
 
 
 def test_a_failed_job_of_a_sweep_writes_its_traceback_and_goes_back_to_hydra(
@@ -105,8 +136,11 @@ def test_a_failed_job_of_a_sweep_writes_its_traceback_and_goes_back_to_hydra(
     cfg = _hydra(run_dir, multirun=True)
     with pytest.raises(UserError):
         run_entry(lambda c: (_ for _ in ()).throw(UserError("bad seed")), cfg)
-    error = (run_dir / "error.txt").read_text()
-    assert "UserError: bad seed" in error and "Traceback" in error
+    error = (run_dir / "error.txt").read_text().splitlines()
+    assert error[0] == "Traceback (most recent call last):" and error[-1].endswith(
+        "UserError: bad seed"
+    )
+    assert all(line.startswith("  ") for line in error[1:-1])  # the frames, as Python prints them
     assert run_dir.is_dir() and read_status(run_dir)["status"] == "failed"
     assert capsys.readouterr().err == ""
 
@@ -142,7 +176,20 @@ def test_a_signal_without_a_saved_checkpoint_points_at_the_periodic_one(
     with pytest.raises(SystemExit) as stopped:
         run_entry(task, cfg)
     assert stopped.value.code == 143  # SIGTERM when the status names none
-    assert "at step 2: last.ckpt is the latest periodic one;" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted by SIGTERM at step 2: last.ckpt is the latest periodic one;")
+
+
+def test_a_signal_name_python_does_not_know_exits_as_sigterm(run_dir: Path) -> None:
+    cfg = _hydra(run_dir)
+
+    def task(_: DictConfig) -> None:
+        write_status(run_dir, "interrupted", signal="SIGFOO", step=1)
+        raise SIGTERMException
+
+    with pytest.raises(SystemExit) as stopped:
+        run_entry(task, cfg)
+    assert stopped.value.code == 143
 
 
 def _basic_sweep(sweep_dir: Path) -> None:
@@ -214,8 +261,10 @@ def test_the_config_tree_is_printed_and_appended_to_the_runs_file(
     saved = tmp_path / "config_tree.log"
     print_config_tree(cfg, saved)
     print_config_tree(cfg, saved)  # a resumed run adds its tree
-    shown = capsys.readouterr().out
-    assert "CONFIG" in shown and "seed" in shown and "lr: 0.5" in shown
+    shown = capsys.readouterr().out.splitlines()
+    shown = [line.rstrip() for line in shown]
+    assert shown[0] == "CONFIG" and shown[1].endswith("seed") and shown[2].endswith("└── 3")
+    assert shown[4].endswith("└── lr: 0.5")
     text = saved.read_text()
     assert text.count("CONFIG") == 2 and text.count("lr: 0.5") == 2
 
