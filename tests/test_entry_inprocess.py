@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.utils.errors import UserError
 from src.utils.resume import register_resolvers
 from src.utils.run import print_config_tree, report_run_dir, run_entry
-from src.utils.startup import prepare
+from src.utils.startup import check_checkpoint_to_evaluate, prepare
 from src.utils.status import read_status, write_status
 from src.utils.sweep import not_run_message, planned_jobs
 from tests.conftest import ROOT
@@ -321,3 +321,44 @@ def test_prepare_says_a_finished_run_has_nothing_to_resume_and_exits_0(
         prepare(["train.py", f"resume={run}"], "train")
     assert stopped.value.code == 0
     assert capsys.readouterr().out.startswith(f"{run} finished at step 4: nothing to resume.")
+
+
+def _checkpoint_of_my_model(root: Path, in_run: bool) -> Path:
+    """A checkpoint whose run config builds `mymodels.Net`, in a run directory or carrying it."""
+    config = {"model": {"_target_": "mymodels.Net"}, "seed": 1}
+    ckpt = root / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    if in_run:
+        (root / ".hydra").mkdir()
+        OmegaConf.save(OmegaConf.create(config), root / ".hydra" / "config.yaml")
+        torch.save({"state_dict": {}}, ckpt)
+    else:
+        torch.save({"state_dict": {}, "run_config": config}, ckpt)
+    return ckpt
+
+
+@pytest.mark.parametrize("in_run", [True, False])
+def test_eval_checks_the_checkpoint_and_trusts_only_the_modules_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_run: bool
+) -> None:
+    module = tmp_path / "code" / "mymodels.py"
+    module.parent.mkdir()
+    module.write_text(
+        "import lightning.pytorch as pl\n\n\nclass Net(pl.LightningModule):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(module.parent))
+    ckpt = _checkpoint_of_my_model(tmp_path / "run", in_run)
+    with pytest.raises(
+        UserError, match=r"model\._target_='mymodels\.Net' is refused.*trust=\[mymodels\]"
+    ):
+        check_checkpoint_to_evaluate(OmegaConf.create({"ckpt_path": str(ckpt), "trust": []}))
+    with pytest.raises(UserError, match="is refused"):
+        check_checkpoint_to_evaluate(OmegaConf.create({"ckpt_path": str(ckpt), "trust": ["other"]}))
+    check_checkpoint_to_evaluate(OmegaConf.create({"ckpt_path": str(ckpt), "trust": ["mymodels"]}))
+
+
+def test_eval_without_a_checkpoint_yet_is_left_to_its_own_message() -> None:
+    check_checkpoint_to_evaluate(None)
+    check_checkpoint_to_evaluate(OmegaConf.create({"ckpt_path": "???", "trust": []}))
+    with pytest.raises(UserError, match="does not exist"):
+        check_checkpoint_to_evaluate(OmegaConf.create({"ckpt_path": "/nowhere.ckpt"}))
