@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -20,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from src.utils.errors import UserError
 from src.utils.resume import register_resolvers
 from src.utils.run import print_config_tree, report_run_dir, run_entry
-from src.utils.startup import check_checkpoint_to_evaluate, prepare
+from src.utils.startup import check_checkpoint_to_evaluate, composition_error, prepare
 from src.utils.status import read_status, write_status
 from src.utils.sweep import not_run_message, planned_jobs
 from tests.conftest import ROOT
@@ -362,3 +364,25 @@ def test_eval_without_a_checkpoint_yet_is_left_to_its_own_message() -> None:
     check_checkpoint_to_evaluate(OmegaConf.create({"ckpt_path": "???", "trust": []}))
     with pytest.raises(UserError, match="does not exist"):
         check_checkpoint_to_evaluate(OmegaConf.create({"ckpt_path": "/nowhere.ckpt"}))
+
+
+def test_composition_errors_of_every_kind_are_one_line() -> None:
+    no_mark = yaml.MarkedYAMLError(problem="mapping values are not allowed here")
+    assert str(composition_error(no_mark, "train", [])) == (
+        "a config file: YAML syntax error (mapping values are not allowed here); fix the file."
+    )
+    no_problem = yaml.MarkedYAMLError(context="while scanning")
+    assert "YAML syntax error (while scanning)" in str(composition_error(no_problem, "train", []))
+    # only Hydra's missing-config error lists options; another error's text is its first line
+    listed = ValueError("something else\nAvailable options in 'model':\n\tvae")
+    assert str(composition_error(listed, "train", [])) == "something else"
+    unnamed = MissingConfigException("In 'train': Available options in 'model':\n\tvae\n\tebm")
+    assert str(composition_error(unnamed, "train", [])) == (
+        "?='?': no such option. Available options in '?': vae, ebm."
+    )
+    override = ConfigCompositionException("Could not override 'model.nope'.")
+    assert str(composition_error(override, "train", ["model.nope=a=b"])).startswith(
+        "model.nope=a=b: no such key (model has "
+    )
+    assert str(composition_error(override, "train", [])).startswith("model.nope=: no such key")
+    assert str(composition_error(RuntimeError(""), "train", [])) == "RuntimeError"
