@@ -20,9 +20,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.utils.errors import UserError
-from src.utils.resume import register_resolvers
+from src.utils.resume import register_resolvers, resume_argv
 from src.utils.run import print_config_tree, report_run_dir, run_entry
-from src.utils.startup import check_checkpoint_to_evaluate, composition_error, prepare
+from src.utils.startup import (
+    check_checkpoint_to_evaluate,
+    check_writable,
+    composition_error,
+    prepare,
+)
 from src.utils.status import read_status, write_status
 from src.utils.sweep import not_run_message, planned_jobs
 from tests.conftest import ROOT
@@ -386,3 +391,26 @@ def test_composition_errors_of_every_kind_are_one_line() -> None:
     )
     assert str(composition_error(override, "train", [])).startswith("model.nope=: no such key")
     assert str(composition_error(RuntimeError(""), "train", [])) == "RuntimeError"
+
+
+def test_a_log_folder_on_a_read_only_filesystem_is_refused_even_for_root() -> None:
+    """/proc cannot be written by anyone, root included (CI runs as root, so file permissions
+    alone would not show the check writes into the folder itself)."""
+    with pytest.raises(UserError, match=r"^paths\.log_dir=/proc/kexue-logs cannot be written \("):
+        check_writable("/proc/kexue-logs")
+
+
+def test_a_resume_keeps_the_saved_overrides_the_command_line_does_not_replace(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    saved = ["+trainer.gradient_clip_val=1.0", "model.tag=a=b", "seed=1"]
+    OmegaConf.save(OmegaConf.create(saved), run / ".hydra" / "overrides.yaml")
+    (run / "checkpoints").mkdir()
+    torch.save({"state_dict": {}, "global_step": 2}, run / "checkpoints" / "last.ckpt")
+    argv = ["train.py", f"resume={run}", "trainer.gradient_clip_val=0.5", "model.tag=c"]
+    assert resume_argv(argv) == ["train.py", "seed=1", *argv[1:]]
+    kept = resume_argv(["train.py", f"resume={run}", "+seed=2"])
+    assert kept == ["train.py", *saved[:2], f"resume={run}", "+seed=2"]
