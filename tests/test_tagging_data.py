@@ -483,3 +483,12 @@ def test_the_data_configs_build(name: str, tmp_path: Path) -> None:
         cfg.train_file = str(_write(tmp_path / "train.txt", CONLL))
         dm = hydra.utils.instantiate(cfg, _convert_="all")
     assert set(dm.model_kwargs()) == {"vocab", "tags", "scheme"} and dm.tags[0] == "O"
+
+
+def test_a_tab_separated_file_keeps_tokens_with_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "tabs.conll"
+    path.write_text("New York\tB-LOC\nis\tO\n\nParis\tB-LOC\n", encoding="utf-8")
+    data = ConllDataModule(str(path), str(path), separator="\t")
+    data.setup()
+    assert data.splits["train"][0] == (["New York", "is"], ["B-LOC", "O"])
+    assert data.tags == ["O", "B-LOC"] and data.unseen_tags == []
