@@ -1,16 +1,19 @@
-"""The edges of the measures: boundaries that count (<=, >=), refusals with their messages,
-NaN and -inf on either side of a KL, and how the sample-quality measure draws and clamps its
-samples (surviving mutants of src/metrics)."""
+"""The edges of the measures and of their data: boundaries that count (<=, >=), refusals with
+their messages, NaN and -inf on either side of a KL, how the sample-quality measure draws and
+clamps its samples, the toy distributions' sizes and the CoNLL reader's messages (surviving
+mutants of src/metrics and src/data)."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from src.data.toy_distributions import Checkerboard, EightGaussians, Moons, Rings
 from src.metrics.sample_quality import ClassifierFeatures, SampleQuality
 from src.metrics.toy2d import grid_points, kl_on_grid, mode_coverage, mode_regions
 
@@ -106,3 +109,49 @@ def test_samples_are_drawn_in_batches_from_one_seeded_generator_and_clamped() ->
     assert bright["fid"] == pytest.approx(white["fid"]) and dark["fid"] == pytest.approx(
         black["fid"]
     )
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: Rings(n_rings=0), "n_rings"),
+        (lambda: Rings(radius=0.0), "radius"),
+        (lambda: Rings(std=0.0), "std"),
+        (lambda: Checkerboard(n_squares=0), "n_squares"),
+        (lambda: Checkerboard(half_width=0.0), "half_width"),
+        (lambda: Moons(scale_factor=0.0), "scale_factor"),
+        (lambda: Moons(std=-1.0), "std"),
+    ],
+)
+def test_every_size_of_a_toy_distribution_must_be_positive(make, name: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be > 0, got "):
+        make()
+
+
+def test_zero_samples_are_an_empty_batch_and_fewer_are_refused() -> None:
+    x, labels = EightGaussians().sample(0, torch.Generator().manual_seed(0))
+    assert x.shape == (0, 2) and labels.shape == (0,)
+    with pytest.raises(ValueError, match=r"^number of samples must be >= 0, got -1$"):
+        EightGaussians().sample(-1, torch.Generator())
+
+
+def test_the_conll_reader_says_what_is_missing_word_for_word(tmp_path: Path) -> None:
+    from src.data.tagging import ConllDataModule
+    from src.utils.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        ConllDataModule().setup()
+    assert str(err.value) == "data=conll needs data.train_file=<path to a CoNLL file>."
+    empty = tmp_path / "empty.conll"
+    empty.write_text("\n\n")
+    with pytest.raises(UserError) as err:
+        ConllDataModule(train_file=str(empty)).setup()
+    assert str(err.value) == (
+        f"data.train_file={empty} holds no sentences (one token per line, a blank line between "
+        "sentences); pass a CoNLL file with data in it."
+    )
+    bad = tmp_path / "pos.conll"
+    bad.write_text("John NNP\n")
+    with pytest.raises(UserError) as err:
+        ConllDataModule(train_file=str(bad)).setup()
+    assert str(err.value).endswith("; pass data.scheme=null for tags without entity spans.")
