@@ -105,6 +105,8 @@ def main(argv: list[str]) -> None:
             if not path.is_file():
                 raise UserError(f"--file {path} does not exist.")
             lines: Iterable[str] = lines_of(path)
+            first = next(lines, None)  # a file in another encoding stops before the model loads
+            lines = iter(()) if first is None else itertools.chain([first], lines)
         else:
             lines = str(args["text"]).splitlines()
         if int(args["window"]) < 1 or int(args["batch_size"]) < 1:

@@ -109,3 +109,16 @@ def test_a_file_of_100000_lines_is_tagged_in_bounded_memory(tmp_path: Path) -> N
     big_code, big = _peak_rss_mb(*tag, str(tmp_path / "big.txt"))
     assert small_code == big_code == 0
     assert big < small + 150, (small, big)
+
+
+def test_a_file_in_another_encoding_stops_before_the_checkpoint_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scripts.tag import main
+
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["ckpt_path=/nowhere.ckpt", "--file", str(path)])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: --file {path} is not UTF-8 text (line 1: ")
