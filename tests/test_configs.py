@@ -8,9 +8,11 @@ import hydra
 import lightning.pytorch as pl
 import pytest
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from omegaconf import OmegaConf
 
 from src.models.vae import VAE
-from src.train import build
+from src.train import build, resolve_monitor
+from src.utils.errors import UserError
 from src.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from tests.conftest import ROOT, data_for
 
@@ -124,3 +126,37 @@ def test_a_model_config_sets_nothing_outside_its_model(make_cfg, model: str) -> 
     assert set(chosen) == set(default)
     kept = {k: v for k, v in default.callbacks.items() if k in chosen.callbacks}
     assert kept == {k: v for k, v in chosen.callbacks.items() if k in default.callbacks}
+
+
+class _Own:
+    monitor, monitor_mode = "val/f1", "max"
+
+
+@pytest.mark.parametrize(
+    ("monitor", "mode", "resolved"),
+    [
+        ("model", "model", ("val/f1", "max")),
+        ("val/f1", "model", ("val/f1", "max")),
+        ("val/loss", "min", ("val/loss", "min")),
+        (None, "model", (None, "min")),
+    ],
+)
+def test_monitor_model_is_the_models_own_metric(monitor, mode, resolved) -> None:
+    cfg, model = OmegaConf.create({"monitor": monitor, "monitor_mode": mode}), _Own()
+    resolve_monitor(cfg, model)
+    assert (cfg.monitor, cfg.monitor_mode) == resolved
+    assert model.monitor == (resolved[0] or "val/f1")  # the plateau scheduler follows it
+
+
+def test_monitor_settings_that_cannot_be_resolved_are_one_line() -> None:
+    def resolve(monitor: str | None, mode: str, model: object) -> None:
+        resolve_monitor(OmegaConf.create({"monitor": monitor, "monitor_mode": mode}), model)
+
+    with pytest.raises(
+        UserError, match=r"^monitor=val/acc is not _Own's own metric \(val/f1\), so"
+    ):
+        resolve("val/acc", "model", _Own())
+    with pytest.raises(UserError, match=r"^monitor=model, but object names no metric of its own"):
+        resolve("model", "model", object())
+    with pytest.raises(UserError, match=r"^monitor_mode='up': choose min, max or model\.$"):
+        resolve("val/f1", "up", _Own())
