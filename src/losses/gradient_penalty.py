@@ -47,7 +47,7 @@ def critic_gradient_norm(
     critic: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 ) -> torch.Tensor:
     """|grad_x D(x_i)|_2 for every sample i, (B,); differentiable when gradients are enabled."""
-    train_through = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    train_through = torch.is_grad_enabled()
     with gradients_on():
         x = leaf(x)
         (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=train_through)
