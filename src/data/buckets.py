@@ -51,7 +51,3 @@ class BucketBatchSampler(BatchSampler):
         chunk = self.chunk_batches * self.batch_size if self.chunk_batches else len(drawn)
         for start in range(0, len(drawn), max(chunk, 1)):
             yield from self._batches(drawn[start : start + chunk])
-
-
-# ---------------------------------------------------------------------------------------------
-# data modules

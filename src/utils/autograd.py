@@ -1,10 +1,10 @@
 """Gradients where an evaluation needs them, also inside Lightning's inference mode.
 
 Lightning runs validation and testing under `torch.inference_mode()` by default, where autograd
-is off and tensors cannot be saved for backward. A Langevin chain, the critic's gradient norm and
-the MEG model's gradient penalty differentiate with respect to their inputs in evaluation too;
-they do it inside `gradients_on()` on a `leaf` copy of the input, so every model runs under the
-trainer's default settings.
+is off and tensors cannot be saved for backward. A Langevin chain and the critic's gradient norm
+differentiate with respect to their inputs in evaluation too; they do it inside `gradients_on()`
+(the norm on a `leaf` copy of its input), so every model runs under the trainer's default
+settings.
 """
 
 from __future__ import annotations
