@@ -102,14 +102,11 @@ class CRFTagger(BaseModule):
         tokens, tags, mask = batch
         emissions = self(tokens, mask)
         scorable = ((tags < len(self.tags)) | ~mask).all(1)
+        kept = slice(None) if stage == "train" or bool(scorable.all()) else scorable
         loss = None
-        if stage == "train" or bool(scorable.all()):
-            loss = self.loss(self.head, emissions, tags, mask)
-            self.log_terms(stage, {"loss": loss}, len(tokens))
-        elif bool(scorable.any()):
-            kept = (emissions[scorable], tags[scorable], mask[scorable])
-            loss = self.loss(self.head, *kept)
-            self.log_terms(stage, {"loss": loss}, int(scorable.sum()))
+        if kept is not scorable or bool(scorable.any()):  # a whole batch: no sync in training
+            loss = self.loss(self.head, emissions[kept], tags[kept], mask[kept])
+            self.log_terms(stage, {"loss": loss}, len(tokens[kept]))
         if stage != "train":
             predicted = self.head.decode(emissions, mask, self.allowed)
             self.metrics[stage].update(predicted, tags, mask)
