@@ -177,7 +177,7 @@ def sample(
 ) -> dict[str, collections.Counter]:
     """N mutants per package drawn at random, run, and their verdicts; the sample's survivors
     go to `survivors.txt`."""
-    if not statuses(target):
+    if not (target / "mutants").is_dir():
         mutmut(target, "run", *children, SEED_FUNCTION)
     rng = random.Random(seed)
     by_package: dict[str, list[str]] = collections.defaultdict(list)
