@@ -54,9 +54,9 @@ def test_pos_f1_and_token_accuracy_are_the_share_of_right_tags(make_cfg) -> None
     right = total = 0
     model.eval()
     with torch.no_grad():
-        for tokens, tags, mask in datamodule.test_dataloader():
+        for tokens, tags, mask, chars in datamodule.test_dataloader():  # POS: words, characters
             assert not mask.all()  # padding in the batch: it must not count
-            right += int((model.decode(tokens, mask) == tags)[mask].sum())
+            right += int((model.decode(tokens, mask, chars) == tags)[mask].sum())
             total += int(mask.sum())
     assert 0 < right < total  # the figure is neither 0 nor 1
     assert metrics["test/token_acc"] == pytest.approx(right / total, abs=1e-6)

@@ -288,8 +288,9 @@ def test_batches_hold_each_sentence_once_padded_and_masked(tagging_dm: ConllData
     vocab, tag_names = tagging_dm.vocab, tagging_dm.tags
     for split in ("train", "val"):
         rows = []
-        for tokens, tags, mask in getattr(tagging_dm, f"{split}_dataloader")():
+        for tokens, tags, mask, chars in getattr(tagging_dm, f"{split}_dataloader")():
             lengths = mask.sum(1)
+            assert chars.shape[:2] == mask.shape and not chars[~mask].any()  # words: characters
             assert tokens.shape == tags.shape == mask.shape == (len(mask), int(lengths.max()))
             assert tokens.dtype == tags.dtype == torch.long and mask.dtype == torch.bool
             assert torch.equal(mask, mask.cummin(1).values)  # each row a run of True from 0
@@ -380,7 +381,7 @@ def test_ddp_ranks_get_disjoint_bucketed_shards(tagging_dm: ConllDataModule) -> 
         batches = list(loader.batch_sampler)
         assert _padding(batches, lengths) < 0.15
         shards.append({i for batch in batches for i in batch})
-        tokens, _, mask = next(iter(loader))
+        tokens, _, mask, _ = next(iter(loader))
         assert tokens.shape == mask.shape
     assert len(list(loaders[0].batch_sampler)) == len(loaders[1]) == -(-len(lengths) // 32)
     assert not shards[0] & shards[1] and shards[0] | shards[1] == set(range(len(lengths)))
@@ -400,13 +401,15 @@ def test_a_sequential_sampler_gives_the_same_bucketed_batches(tagging_dm: ConllD
 class _Recorder(pl.LightningModule):
     """A token classifier that records every training batch's tokens with its epoch."""
 
-    def __init__(self, vocab: list[str], tags: list[str], scheme: str | None) -> None:
+    def __init__(
+        self, vocab: list[str], tags: list[str], scheme: str | None, chars: list[str]
+    ) -> None:
         super().__init__()
         self.embed, self.out = torch.nn.Embedding(len(vocab), 8), torch.nn.Linear(8, len(tags))
         self.seen: list[tuple[int, torch.Tensor]] = []
 
     def training_step(self, batch: tuple[torch.Tensor, ...], index: int) -> torch.Tensor:
-        tokens, tags, mask = batch
+        tokens, tags, mask, _ = batch
         self.seen.append((self.current_epoch, tokens.clone()))
         return F.cross_entropy(self.out(self.embed(tokens))[mask], tags[mask])
 
@@ -482,7 +485,8 @@ def test_the_data_configs_build(name: str, tmp_path: Path) -> None:
             dm.setup()
         cfg.train_file = str(_write(tmp_path / "train.txt", CONLL))
         dm = hydra.utils.instantiate(cfg, _convert_="all")
-    assert set(dm.model_kwargs()) == {"vocab", "tags", "scheme"} and dm.tags[0] == "O"
+    words = {"chars"} if name == "conll" else set()  # the People's Daily NER tokens: characters
+    assert set(dm.model_kwargs()) == {"vocab", "tags", "scheme", *words} and dm.tags[0] == "O"
 
 
 def test_a_tab_separated_file_keeps_tokens_with_spaces(tmp_path: Path) -> None:

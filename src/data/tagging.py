@@ -5,6 +5,9 @@ Tensors. The vocabulary comes from the training sentences only: `<pad>` (0), `<u
 tokens seen at least `min_freq` times, most frequent first, ties in order of first occurrence. A
 batch is `(tokens, tags, mask)`, each of shape (B, T) with T the longest sentence of the batch:
 token and tag ids padded with 0, `mask` True on the real positions (a left-aligned run per row).
+When the tokens are words (some training token is longer than one character) the batch also has
+`chars` (B, T, L), each word's character ids (`<pad>` 0, `<unk>` 1, then the training
+characters), and `model_kwargs` names that character vocabulary.
 
 Bucketing. `BucketBatchSampler` groups sentences of similar length. Training draws the sentences
 in the order of its sampler (random, following the global seed), sorts each chunk of 50 batches'
@@ -49,7 +52,14 @@ from src.data.resumable import ResumableLoader
 from src.utils.bounds import Fraction, NonNegativeInt, PositiveInt
 from src.utils.errors import UserError
 from src.utils.tag_schemes import lenient_spans, tags_from_spans
-from src.utils.vocabulary import TokenIndex, build_vocab
+from src.utils.vocabulary import (
+    TokenIndex,
+    build_chars,
+    build_vocab,
+    encode_chars,
+    is_word_level,
+    pad_chars,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +71,19 @@ def _flat_ids(sequences: Iterable[list[str]], index: dict[str, int], size: int) 
 
 
 class TaggedSentences(Dataset):
-    """Sentence i as `(token ids, tag ids)`, two LongTensors of its length `lengths[i]`.
+    """Sentence i as `(token ids, tag ids)`, two LongTensors of its length `lengths[i]`, and with
+    a character vocabulary `chars` its (length, L) character ids.
 
     The ids of all sentences are held in two flat tensors; an item is a view into them.
     """
 
-    def __init__(self, sentences: Sequence[Sentence], vocab: list[str], tags: list[str]) -> None:
+    def __init__(
+        self,
+        sentences: Sequence[Sentence],
+        vocab: list[str],
+        tags: list[str],
+        chars: list[str] | None = None,
+    ) -> None:
         self.lengths = [len(tokens) for tokens, _ in sentences]
         self.offsets = [0, *accumulate(self.lengths)]
         size = self.offsets[-1]
@@ -74,23 +91,29 @@ class TaggedSentences(Dataset):
         tag_index = {t: i for i, t in enumerate(tags)}
         self.token_ids = _flat_ids((tokens for tokens, _ in sentences), token_index, size)
         self.tag_ids = _flat_ids((tags for _, tags in sentences), tag_index, size)
+        self.char_ids = None
+        if chars:
+            char_index = {c: i for i, c in enumerate(chars)}
+            self.char_ids = [encode_chars(tokens, char_index) for tokens, _ in sentences]
 
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         start, end = self.offsets[i], self.offsets[i + 1]
-        return self.token_ids[start:end], self.tag_ids[start:end]
+        if self.char_ids is None:
+            return self.token_ids[start:end], self.tag_ids[start:end]
+        return self.token_ids[start:end], self.tag_ids[start:end], self.char_ids[i]
 
 
-def pad_batch(
-    batch: Sequence[tuple[torch.Tensor, torch.Tensor]],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`(tokens, tags, mask)` of shape (B, T), T the longest sentence; ids padded with 0."""
-    tokens, tags = zip(*batch, strict=True)
+def pad_batch(batch: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """`(tokens, tags, mask)` of shape (B, T), T the longest sentence; ids padded with 0. Items
+    with characters add `chars` (B, T, L), L the longest word of the batch."""
+    tokens, tags, *chars = zip(*batch, strict=True)
     lengths = torch.tensor([len(t) for t in tokens])
     mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
-    return pad_sequence(tokens, batch_first=True), pad_sequence(tags, batch_first=True), mask
+    padded = pad_sequence(tokens, batch_first=True), pad_sequence(tags, batch_first=True), mask
+    return (*padded, pad_chars(chars[0], mask.shape[1])) if chars else padded
 
 
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[list[int]]:
@@ -130,6 +153,7 @@ class TaggingDataModule(LightningDataModule):
         self._vocab: list[str] = []
         self._tags: list[str] = []
         self._unseen: list[str] = []
+        self._chars: list[str] = []
         self._scheme: str | None = None
 
     @property
@@ -153,9 +177,17 @@ class TaggingDataModule(LightningDataModule):
         self._load()
         return self._unseen
 
+    @property
+    def chars(self) -> list[str]:
+        """The training characters when the tokens are words; empty when they are characters."""
+        self._load()
+        return self._chars
+
     def model_kwargs(self) -> dict:
-        """What a tagging model is built from: `vocab`, `tags` and `scheme`."""
-        return {"vocab": list(self.vocab), "tags": list(self.tags), "scheme": self.scheme}
+        """What a tagging model is built from: `vocab`, `tags` and `scheme`, and `chars` when the
+        tokens are words."""
+        kwargs = {"vocab": list(self.vocab), "tags": list(self.tags), "scheme": self.scheme}
+        return {**kwargs, "chars": list(self.chars)} if self.chars else kwargs
 
     def _read(self) -> dict[str, list[Sentence]]:
         raise NotImplementedError
@@ -170,6 +202,7 @@ class TaggingDataModule(LightningDataModule):
         if not splits["train"]:
             raise UserError("the training split has no sentences; check the data.* settings.")
         self._vocab = build_vocab(splits["train"], self.hparams.min_freq)
+        self._chars = build_chars(splits["train"]) if is_word_level(splits["train"]) else []
         self._tags = self._tag_list(splits)
         for split in ("val", "test"):
             counts = unseen_tags(self._tags, splits[split])
@@ -178,7 +211,9 @@ class TaggingDataModule(LightningDataModule):
                 self._unseen += sorted(set(counts) - set(self._unseen))
         scored = self._tags + self._unseen
         self.datasets = {
-            k: TaggedSentences(s, self._vocab, self._tags if k == "train" else scored)
+            k: TaggedSentences(
+                s, self._vocab, self._tags if k == "train" else scored, self._chars or None
+            )
             for k, s in splits.items()
         }
         self.splits = splits

@@ -9,15 +9,24 @@ with the CRF's learning rate about 100x the encoder's. Decoding is Viterbi, cons
 default to the paths the tag scheme allows (no B->B, M->S, ...; first tag in {B, S}, last in
 {E, S} for BMES). The same module tags named entities (BIO/BIOES) and parts of speech.
 
-The vocabulary, tag names and scheme come from the data module (`model_kwargs`) and are stored
-in the checkpoint, so a checkpoint alone can tag raw text (`scripts/tag.py`). TensorBoard's
-examples and transition heatmap come from the tagging_examples callback, through
+Tokens that are words (the data module then gives `chars`, its character vocabulary, and each
+batch the characters of every word) also feed the encoder `word_features`: a character CNN per
+word, a casing class and word dropout (`src.models.components.word_features`). Characters can
+add hashed `char_bigrams`. `pretrained` initialises the token embedding from a word2vec/GloVe
+text file when training starts; `freeze_pretrained` keeps the rows found in it fixed (the others,
+`<unk>` among them, train).
+
+The vocabulary, tag names, scheme and characters come from the data module (`model_kwargs`) and
+are stored in the checkpoint, so a checkpoint alone can tag raw text (`scripts/tag.py`).
+TensorBoard's examples and transition heatmap come from the tagging_examples callback, through
 `tag_sentences`, `format` and `transition_scores`.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -30,9 +39,10 @@ from src.models.components.crf import CRF, allowed_transitions
 from src.models.components.tagging import SoftmaxHead
 from src.utils.bounds import PositiveFloat
 from src.utils.errors import UserError
-from src.utils.vocabulary import encode_tokens
+from src.utils.vocabulary import encode_chars, encode_tokens, pad_chars, read_vectors
 
-DATA_KWARGS = ["vocab", "tags", "scheme"]
+DATA_KWARGS = ["vocab", "tags", "scheme", "chars"]
+log = logging.getLogger(__name__)
 
 
 class CRFTagger(BaseModule):
@@ -50,9 +60,14 @@ class CRFTagger(BaseModule):
         start_end: bool = True,
         crf_lr_multiplier: PositiveFloat = 100.0,
         constrained: bool = True,
+        word_features: Callable[..., nn.Module] | None = None,
+        char_bigrams: Callable[..., nn.Module] | None = None,
+        pretrained: str | None = None,
+        freeze_pretrained: bool = False,
         vocab: list[str] | None = None,
         tags: list[str] | None = None,
         scheme: str | None = None,
+        chars: list[str] | None = None,
         eval_seed: int = 0,
     ) -> None:
         super().__init__(loss, optimizer, scheduler, eval_seed)
@@ -66,7 +81,15 @@ class CRFTagger(BaseModule):
         self.save_hparams(ignore=DATA_KWARGS)
         self.vocab, self.tags, self.scheme = list(vocab), list(tags), scheme
         self.token_index = {token: i for i, token in enumerate(self.vocab)}
-        self.encoder = encoder(vocab_size=len(self.vocab))
+        self.chars = list(chars) if chars else None
+        self.char_index = {c: i for i, c in enumerate(self.chars or [])}
+        self.word_features = word_features(chars=self.chars) if chars and word_features else None
+        self.char_bigrams = char_bigrams() if not chars and char_bigrams else None
+        extra = sum(f.out_dim for f in (self.word_features, self.char_bigrams) if f is not None)
+        widths = {"extra_dim": extra} if extra else {}
+        self.encoder = encoder(vocab_size=len(self.vocab), **widths)
+        frozen = torch.zeros(len(self.vocab), dtype=torch.bool)
+        self.register_buffer("frozen", frozen, persistent=False)  # set by `setup`
         self.emit = nn.Linear(self.encoder.out_dim, len(self.tags))
         k = len(self.tags)
         self.head = CRF(k, start_end, crf_lr_multiplier) if head == "crf" else SoftmaxHead(k)
@@ -79,9 +102,55 @@ class CRFTagger(BaseModule):
             {stage: SpanF1(self.tags, scheme) for stage in ("val", "test")}
         )
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Emission scores h_t(k), (B, T, K)."""
-        return self.emit(self.encoder(tokens, mask))
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor, chars: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Emission scores h_t(k), (B, T, K); `chars` (B, T, L): each word's character ids."""
+        extra = []
+        if self.word_features is not None:
+            if chars is None:
+                raise ValueError("a tagger of words needs each word's characters (chars)")
+            tokens = self.word_features.drop_words(tokens)
+            extra.append(self.word_features(chars))
+        if self.char_bigrams is not None:
+            extra.append(self.char_bigrams(tokens, mask))
+        if not extra:
+            return self.emit(self.encoder(tokens, mask))
+        return self.emit(self.encoder(tokens, mask, torch.cat(extra, -1)))
+
+    def setup(self, stage: str) -> None:
+        """Training starts from the `pretrained` vectors (a resumed run then loads its own)."""
+        path = self.hparams.get("pretrained")
+        if stage != "fit" or not path:
+            return
+        embedding = getattr(self.encoder, "embedding", None)
+        if not isinstance(embedding, nn.Embedding):
+            raise UserError("model.pretrained needs an encoder with a token `embedding`.")
+        if not Path(path).is_file():
+            raise UserError(f"model.pretrained={path} is not a file; pass a word2vec/GloVe file.")
+        try:
+            vectors, found = read_vectors(path, self.vocab)
+        except ValueError as err:
+            raise UserError(f"model.pretrained: {err}; pass a word2vec/GloVe text file.") from None
+        if vectors.shape[1] != embedding.embedding_dim:
+            raise UserError(
+                f"model.pretrained={path} has {vectors.shape[1]}-d vectors; set "
+                f"model.encoder.embed_dim={vectors.shape[1]}."
+            )
+        with torch.no_grad():
+            embedding.weight[found] = vectors[found].to(embedding.weight)
+        self.frozen.copy_(found & bool(self.hparams.get("freeze_pretrained")))
+        log.info("model.pretrained: %d of %d tokens found in %s", found.sum(), len(found), path)
+
+    def on_train_start(self) -> None:
+        if self.frozen.any():
+            self._fixed_rows = self.encoder.embedding.weight[self.frozen].detach().clone()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """`freeze_pretrained`: the rows found in the file are put back after each step."""
+        if self.frozen.any():
+            with torch.no_grad():
+                self.encoder.embedding.weight[self.frozen] = self._fixed_rows
 
     def param_groups(self) -> list[dict[str, Any]]:
         crf = list(self.head.parameters())
@@ -90,8 +159,10 @@ class CRFTagger(BaseModule):
             return [{"params": rest}]
         return [{"params": rest}, {"params": crf, "lr_scale": self.head.lr_multiplier}]
 
-    def decode(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head.decode(self(tokens, mask), mask, self.allowed)
+    def decode(
+        self, tokens: torch.Tensor, mask: torch.Tensor, chars: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.head.decode(self(tokens, mask, chars), mask, self.allowed)
 
     def shared_step(
         self, batch: tuple[torch.Tensor, ...], batch_idx: int, stage: str
@@ -99,8 +170,8 @@ class CRFTagger(BaseModule):
         """The loss of the batch; in evaluation also the predictions against the gold tags. A gold
         tag training never had (id >= len(tags), see `on_validation_start`) is an error, and the
         loss leaves its sentence out: the model has no score for such a path."""
-        tokens, tags, mask = batch
-        emissions = self(tokens, mask)
+        tokens, tags, mask, *chars = batch
+        emissions = self(tokens, mask, *chars)
         scorable = ((tags < len(self.tags)) | ~mask).all(1)
         kept = slice(None) if stage == "train" or bool(scorable.all()) else scorable
         loss = None
@@ -132,7 +203,11 @@ class CRFTagger(BaseModule):
         tokens = pad_sequence(ids, batch_first=True).to(self.device)
         lengths = torch.tensor([len(s) for s in sentences], device=self.device)
         mask = torch.arange(tokens.shape[1], device=self.device) < lengths[:, None]
-        paths = self.decode(tokens, mask).tolist()
+        chars = None
+        if self.chars:
+            rows = [encode_chars(sentence, self.char_index) for sentence in sentences]
+            chars = pad_chars(rows, tokens.shape[1]).to(self.device)
+        paths = self.decode(tokens, mask, chars).tolist()
         return [
             [self.tags[i] for i in path[: len(s)]] for path, s in zip(paths, sentences, strict=True)
         ]

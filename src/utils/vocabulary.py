@@ -8,9 +8,11 @@ order of first occurrence. A token it does not hold is `<unk>`.
 
 from __future__ import annotations
 
+import gzip
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import chain
+from pathlib import Path
 
 import torch
 
@@ -38,3 +40,86 @@ class TokenIndex(dict):
 
     def __missing__(self, token: str) -> int:
         return UNK_ID
+
+
+MAX_WORD_CHARS = 24  # a longer word keeps its first 12 and last 12 characters
+
+
+def is_word_level(sentences: Iterable[tuple[Sequence[str], object]]) -> bool:
+    """Whether the tokens are words (some is longer than one character) rather than characters."""
+    return any(len(t) > 1 for tokens, _ in sentences for t in tokens)
+
+
+def build_chars(sentences: Iterable[tuple[Sequence[str], object]]) -> list[str]:
+    """The character vocabulary of the tokens: `<pad>`, `<unk>`, then the characters by
+    decreasing count, ties in order of first occurrence."""
+    return build_vocab(([c for t in tokens for c in t], None) for tokens, _ in sentences)
+
+
+def clip_word(token: str) -> str:
+    half = MAX_WORD_CHARS // 2
+    return token if len(token) <= MAX_WORD_CHARS else token[:half] + token[-half:]
+
+
+def encode_chars(tokens: Sequence[str], index: dict[str, int]) -> torch.Tensor:
+    """The character ids of each token, (T, L) with L the longest (clipped) token, padded with 0;
+    a character `index` does not hold is `<unk>`."""
+    words = [clip_word(t) for t in tokens]
+    out = torch.zeros(len(words), max((len(w) for w in words), default=0), dtype=torch.long)
+    for row, word in enumerate(words):
+        out[row, : len(word)] = torch.tensor([index.get(c, UNK_ID) for c in word])
+    return out
+
+
+def read_vectors(path: str | Path, vocab: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pretrained vectors for `vocab` from a word2vec / GloVe text file (`.txt`, or `.gz`): lines
+    `word v_1 ... v_D`, an optional `count D` header first. Returns the (V, D) rows and a (V,)
+    mask of the words found: a word is looked up as it is, then lowercased; the rows of words
+    not found are zero. Raises ValueError on a line that is not a word and D numbers."""
+    wanted: dict[str, list[int]] = {}
+    for i, token in enumerate(vocab):
+        if i not in (PAD_ID, UNK_ID):
+            wanted.setdefault(token, []).append(i)
+            if token.lower() != token:
+                wanted.setdefault(token.lower(), []).append(-1 - i)  # a fallback, marked < 0
+    rows: dict[int, list[float]] = {}
+    exact: set[int] = set()
+    dim = None
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, 1):
+            word, _, rest = line.rstrip("\n").partition(" ")
+            if number == 1 and word.isdigit() and rest.strip().isdigit():
+                continue  # word2vec's header
+            if word not in wanted:
+                continue
+            try:
+                values = [float(v) for v in rest.split()]
+            except ValueError:
+                raise ValueError(f"{path}, line {number}: not a word and numbers") from None
+            dim = dim or len(values)
+            if len(values) != dim or not dim:
+                raise ValueError(f"{path}, line {number}: {len(values)} numbers, not {dim}")
+            for key in wanted[word]:
+                i = key if key >= 0 else -1 - key
+                if key >= 0 or i not in exact:
+                    rows[i] = values
+                    if key >= 0:
+                        exact.add(i)
+    if dim is None:
+        raise ValueError(f"{path}: none of the {len(vocab) - 2} words is in it")
+    vectors = torch.zeros(len(vocab), dim)
+    found = torch.zeros(len(vocab), dtype=torch.bool)
+    for i, values in rows.items():
+        vectors[i] = torch.tensor(values)
+        found[i] = True
+    return vectors, found
+
+
+def pad_chars(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
+    """Sentences' (T_i, L_i) character ids in one (B, length, max L_i) tensor, padded with 0."""
+    width = max((r.shape[1] for r in rows), default=0)
+    out = torch.zeros(len(rows), length, width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0], : r.shape[1]] = r
+    return out

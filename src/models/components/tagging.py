@@ -3,7 +3,8 @@
 `CharCNN` is the author's segmentation encoder (kexue.fm/archives/5542 and his CNN+CRF word
 segmenter): embedding 128 -> 3 x Conv1D(128, kernel 3, ReLU, same padding), dropout between.
 `BiLSTM` is the usual recurrent alternative. Both map (B, T) ids to (B, T, out_dim) features;
-padding id 0 embeds to zeros.
+padding id 0 embeds to zeros. With `extra_dim` > 0 they read `extra` (B, T, extra_dim) features
+concatenated to each token's embedding (`src.models.components.word_features`).
 
 `SoftmaxHead` gives independent per-token softmax classification the same interface as `CRF`
 (`nll`, `decode`, `marginals`), so a tagger can swap one for the other for comparison.
@@ -17,7 +18,11 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from src.models.components.crf import Reduction, reduce_nll
-from src.utils.bounds import PositiveInt, Probability
+from src.utils.bounds import NonNegativeInt, PositiveInt, Probability
+
+
+def with_extra(embedded: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+    return embedded if extra is None else torch.cat([embedded, extra], -1)
 
 
 class CharCNN(nn.Module):
@@ -29,20 +34,25 @@ class CharCNN(nn.Module):
         kernel_size: PositiveInt = 3,
         layers: PositiveInt = 3,
         dropout: Probability = 0.1,
+        extra_dim: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}")
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.convs = nn.ModuleList(
-            nn.Conv1d(embed_dim if i == 0 else channels, channels, kernel_size, padding="same")
+            nn.Conv1d(
+                embed_dim + extra_dim if i == 0 else channels, channels, kernel_size, padding="same"
+            )
             for i in range(layers)
         )
         self.dropout = nn.Dropout(dropout)
         self.out_dim = channels
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.embedding(tokens)).transpose(1, 2)  # (B, C, T)
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = self.dropout(with_extra(self.embedding(tokens), extra)).transpose(1, 2)  # (B, C, T)
         keep = mask[:, None, :]
         for conv in self.convs:
             x = self.dropout(F.relu(conv(x)) * keep)  # padding stays zero for the next layer
@@ -57,11 +67,12 @@ class BiLSTM(nn.Module):
         hidden: PositiveInt = 128,
         layers: PositiveInt = 1,
         dropout: Probability = 0.1,
+        extra_dim: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.lstm = nn.LSTM(
-            embed_dim,
+            embed_dim + extra_dim,
             hidden,
             num_layers=layers,
             batch_first=True,
@@ -71,8 +82,10 @@ class BiLSTM(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out_dim = 2 * hidden
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.embedding(tokens))
+    def forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = self.dropout(with_extra(self.embedding(tokens), extra))
         lengths = mask.sum(1).cpu()
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
