@@ -206,22 +206,47 @@ def test_submitits_repeated_sacct_warnings_come_out_as_one_line(
 ) -> None:
     import logging
 
-    from src.utils.launcher import quiet_sacct
+    from src.utils.launcher import SACCT_OFF, quiet_sacct
 
     logger = logging.getLogger("submitit")
     quiet_sacct()
     quiet_sacct()  # once per process, however often it is called
     try:
-        with caplog.at_level(logging.WARNING, logger="submitit"):
+        with caplog.at_level(logging.WARNING):
             for call in range(1, 4):
                 logger.warning(
                     f"Call #{call} - Bypassing sacct error boom, status may be inaccurate."
                 )
             logger.warning("another warning")
-        assert [r.getMessage() for r in caplog.records] == [
-            "submitit cannot read job states from sacct (is SLURM accounting off?); it goes on "
-            "with squeue's, and this is said once",
-            "another warning",
+        assert [(r.name, r.getMessage()) for r in caplog.records] == [
+            ("src.utils.launcher", SACCT_OFF),
+            ("submitit", "another warning"),
         ]
+        assert "once" in SACCT_OFF and "accounting" in SACCT_OFF
     finally:
         logger.filters.clear()
+
+
+def test_sacct_runs_with_its_stderr_dropped_and_its_output_and_status_kept(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    from src.utils.launcher import quiet_sacct
+
+    quiet_sacct()
+    quiet_sacct()  # wrapped once
+    watcher = SlurmInfoWatcher()
+    watcher.register_job("12")
+    command = watcher._make_command()
+    assert command[:4] == ["sh", "-c", 'exec "$@" 2>/dev/null', "sacct"]
+    assert command[4:] == ["sacct", "-o", "JobID,State,NodeList", "--parsable2", "-j", "12"]
+    fake = tmp_path / "sacct"  # what a cluster without accounting does
+    fake.write_text(
+        "#!/bin/sh\necho 'JobID|State'\necho 'Slurm accounting is disabled' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    run = subprocess.run([*command[:4], str(fake), *command[5:]], capture_output=True, text=True)
+    assert (run.returncode, run.stdout, run.stderr) == (1, "JobID|State\n", "")

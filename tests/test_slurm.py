@@ -1,0 +1,178 @@
+"""The SLURM launcher on a real one-node cluster (`scripts/slurm_local.sh`, started once for this
+module, stopped by PID at its end): a sweep of real tiny trainings, a job that fails while the
+other finishes, and a DDP job of two SLURM tasks whose weights equal one process's.
+
+Where the cluster cannot start (no root, no apt, a daemon that does not come up) the tests fail
+with the script's reason: a broken set-up must not pass for green."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, run_script, write_fake_mnist
+
+pytestmark = pytest.mark.slow
+SCRIPT = ROOT / "scripts" / "slurm_local.sh"
+TINY = [
+    "debug=fdr",
+    "data=mnist",
+    "data.val_size=100",
+    "data.batch_size=50",
+    "data.eval_batch_size=100",
+    "model.iwae_samples=2",
+    "extras.print_config=false",
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.timeout_min=10",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """SLURM_CONF of a started cluster, as the environment of the commands that use it."""
+    folder = tmp_path_factory.mktemp("slurm")
+    start = subprocess.run(
+        ["bash", str(SCRIPT), "start", str(folder)], capture_output=True, text=True, timeout=900
+    )
+    try:
+        if start.returncode != 0:
+            pytest.fail(f"the local SLURM cluster did not start: {start.stderr.strip()}")
+        yield {"SLURM_CONF": str(folder / "slurm.conf")}
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], timeout=120, check=False)
+    pids = [folder / "run" / f"{d}.pid" for d in ("munged", "slurmctld", "slurmd")]
+    assert not any(p.exists() for p in pids)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fake_mnist(tmp_path_factory.mktemp("slurm_data"), n_train=300, n_test=100)
+
+
+def _sweep(cluster: dict[str, str], log_dir: Path, *overrides: str) -> tuple[int, Path, str]:
+    result = run_script(
+        "train.py", "-m", *TINY, f"paths.log_dir={log_dir}", *overrides, env=cluster, timeout=600
+    )
+    (sweep,) = (log_dir / "debug" / "multiruns").iterdir()
+    return result.returncode, sweep, result.stderr + result.stdout
+
+
+def _jobs(sweep: Path) -> list[Path]:
+    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def test_a_sweep_of_two_jobs_trains_on_the_cluster(
+    cluster: dict[str, str], data: Path, tmp_path: Path
+) -> None:
+    code, sweep, log = _sweep(cluster, tmp_path, f"data.data_dir={data}", "seed=1,2")
+    assert code == 0, log[-3000:]
+    jobs = _jobs(sweep)
+    assert [j.name for j in jobs] == ["0", "1"]
+    losses = [json.loads((j / "metrics.json").read_text())["val/nelbo"] for j in jobs]
+    assert all(math.isfinite(v) for v in losses) and losses[0] != losses[1]  # two seeds
+    results = list((sweep / ".submitit").glob("*_*/*_result.pkl"))
+    assert len(results) == 2  # one task of SLURM's array job each, with submitit's logs
+    assert log.count("sacct") <= 1  # accounting is off here: one line says so, not one a poll
+    assert run_script("scripts/summarize.py", str(sweep)).returncode == 0
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["seed"], r["status"]) for r in rows] == [("1", "ok"), ("2", "ok")]
+    for row, value in zip(rows, losses, strict=True):
+        assert float(row["val/nelbo"]) == pytest.approx(value, rel=1e-5)
+
+
+def test_a_failing_job_does_not_stop_the_others(
+    cluster: dict[str, str], data: Path, tmp_path: Path
+) -> None:
+    code, sweep, _ = _sweep(cluster, tmp_path, f"data.data_dir={data}", "data.val_size=0,100")
+    assert code != 0  # the sweep says one job failed
+    failed, done = _jobs(sweep)
+    assert "data.val_size=0 must be between" in (failed / "error.txt").read_text()
+    assert math.isfinite(json.loads((done / "metrics.json").read_text())["val/nelbo"])
+    assert run_script("scripts/summarize.py", str(sweep)).returncode == 0
+    with open(sweep / "summary.csv") as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["failed", "ok"]
+
+
+DDP = [
+    "model=cnn_sigmoid",
+    "model.net.width=8",
+    "data=mnist",
+    "data.val_size=100",
+    "data.eval_batch_size=50",
+    "trainer.max_epochs=2",
+    "trainer.limit_test_batches=1",
+    "callbacks=none",
+    "logger=csv",
+    "extras.print_config=false",
+    "trainer=ddp_sim",
+]
+
+
+def test_a_ddp_job_of_two_slurm_tasks_trains_as_one_process(
+    cluster: dict[str, str], data: Path, tmp_path: Path
+) -> None:
+    """Two tasks started by srun, their ranks from SLURM's environment, each with half the batch:
+    the weights of one process with the whole batch (as tests/test_ddp.py checks for ddp_sim)."""
+    ckpt = "+callbacks.ckpt._target_=lightning.pytorch.callbacks.ModelCheckpoint"
+    one = run_script(
+        "train.py",
+        *DDP,
+        f"data.data_dir={data}",
+        "trainer.devices=1",
+        "data.batch_size=50",
+        ckpt,
+        f"+callbacks.ckpt.dirpath={tmp_path}/one_ckpt",
+        f"paths.log_dir={tmp_path}/one",
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_script(
+        "train.py",
+        "-m",
+        *DDP,
+        f"data.data_dir={data}",
+        "data.batch_size=25",
+        ckpt,
+        f"+callbacks.ckpt.dirpath={tmp_path}/two_ckpt",
+        f"paths.log_dir={tmp_path}/two",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.timeout_min=10",
+        env=cluster,
+        timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    (sweep,) = (tmp_path / "two" / "train" / "multiruns").iterdir()
+    (job,) = _jobs(sweep)
+    logs = sorted((sweep / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2  # one log per SLURM task: two tasks of one job
+    logged = [line for p in (sweep / ".submitit").glob("*/*_log.*") for line in p.open()]
+    ranks = sorted(
+        line.split("GLOBAL_RANK: ")[1].strip() for line in logged if "GLOBAL_RANK" in line
+    )
+    assert ranks == ["0, MEMBER: 1/2", "1, MEMBER: 2/2"]  # each task took its rank from SLURM
+    weights = [
+        torch.load(next((tmp_path / f"{k}_ckpt").glob("*.ckpt")), weights_only=True)
+        for k in ("one", "two")
+    ]
+    assert weights[0]["global_step"] == weights[1]["global_step"] == 8  # 2 epochs of 200 / 50
+    for name, value in weights[0]["state_dict"].items():
+        torch.testing.assert_close(weights[1]["state_dict"][name], value, rtol=0, atol=1e-5)
+    assert json.loads((job / "metrics.json").read_text())["val/loss"] == pytest.approx(
+        json.loads(
+            next((tmp_path / "one" / "train" / "runs").iterdir())
+            .joinpath("metrics.json")
+            .read_text()
+        )["val/loss"],
+        abs=1e-4,
+    )
+    assert os.environ.get("SLURM_JOB_ID") is None  # the test itself ran outside SLURM
