@@ -27,7 +27,7 @@ from src.utils.checkpoint import AtomicCheckpointIO, read_checkpoint
 from src.utils.config import check_groups, check_top_level
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate, instantiate_callbacks, instantiate_loggers
-from src.utils.resume import resumed_run
+from src.utils.resume import requeued_checkpoint, resumed_run
 from src.utils.run import apply_extras, log_final_hparams, save_metrics, scalar_metrics
 from src.utils.status import write_status
 
@@ -215,6 +215,8 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
         raise UserError(f"test_ckpt={cfg.test_ckpt!r}: choose 'best' (by monitor) or 'last'.")
     apply_extras(cfg, out)
     ckpt_path = checkpoint_to_resume(cfg)
+    if not ckpt_path and (ckpt_path := requeued_checkpoint(out)):
+        log.info(f"SLURM requeued this job: it goes on from {ckpt_path}")
     resumed = bool(ckpt_path and resumed_run(cfg.get("resume"), ckpt_path))
     if ckpt_path:
         step = int(read_checkpoint(ckpt_path).get("global_step", 0))

@@ -12,9 +12,12 @@ import json
 import math
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -176,3 +179,86 @@ def test_a_ddp_job_of_two_slurm_tasks_trains_as_one_process(
         abs=1e-4,
     )
     assert os.environ.get("SLURM_JOB_ID") is None  # the test itself ran outside SLURM
+
+
+class WaitForRequeue(pl.Callback):
+    """In a SLURM job's first attempt: after training step `step`, write `flag` and wait for the
+    SIGTERM of `scontrol requeue` (at most 120 s)."""
+
+    def __init__(self, step: int, flag: str) -> None:
+        self.step, self.flag = step, Path(flag)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        first = os.environ.get("SLURM_JOB_ID") and not os.environ.get("SLURM_RESTART_COUNT")
+        if not first or trainer.global_step != self.step:
+            return
+        self.flag.write_text(os.environ["SLURM_JOB_ID"])
+        deadline = time.monotonic() + 120
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+RESUMABLE = [
+    "data=mnist",
+    "data.val_size=100",
+    "data.batch_size=50",
+    "data.eval_batch_size=100",
+    "model.iwae_samples=2",
+    "trainer.max_epochs=3",
+    "callbacks.last_checkpoint.every_n_train_steps=4",
+    "callbacks.early_stopping=null",
+    "extras.print_config=false",
+]
+
+
+def test_a_requeued_job_goes_on_in_its_run_directory_to_the_uninterrupted_end(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """`scontrol requeue` mid-epoch (step 15 of 30): SLURM stops the job with SIGTERM, the run
+    saves last.ckpt at that step, SLURM starts the job again, and the run goes on from it in the
+    same directory, to the weights and metrics of a run that was never stopped."""
+    data = write_fake_mnist(tmp_path / "data")
+    whole = run_script(
+        "train.py", *RESUMABLE, f"data.data_dir={data}", f"paths.log_dir={tmp_path}/whole"
+    )
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    flag = tmp_path / "at_step"
+    waiter = [
+        "+callbacks.wait._target_=tests.test_slurm.WaitForRequeue",
+        "+callbacks.wait.step=15",
+        f"+callbacks.wait.flag={flag}",
+    ]
+    sweep_cmd = [
+        sys.executable, "train.py", "-m", *RESUMABLE, f"data.data_dir={data}", *waiter,
+        f"paths.log_dir={tmp_path}/requeued", "hydra/launcher=slurm",
+        "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
+    ]  # fmt: skip
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT), **cluster}
+    sweep = subprocess.Popen(sweep_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not flag.exists() and time.monotonic() < deadline and sweep.poll() is None:
+            time.sleep(0.2)
+        assert flag.exists(), "the job never reached step 15"
+        requeue = subprocess.run(["scontrol", "requeue", flag.read_text()], env=env,
+                                 capture_output=True, text=True)  # fmt: skip
+        assert requeue.returncode == 0, requeue.stderr
+        log, _ = sweep.communicate(timeout=400)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 0, log[-3000:]
+    (multirun,) = (tmp_path / "requeued" / "train" / "multiruns").iterdir()
+    (job,) = _jobs(multirun)
+    (reference,) = (tmp_path / "whole" / "train" / "runs").iterdir()
+    assert "SLURM requeued this job: it goes on from" in (job / "train.log").read_text()
+    assert json.loads((job / "status.json").read_text())["status"] == "finished"
+    ends = [
+        torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (reference, job)
+    ]
+    assert ends[0]["global_step"] == ends[1]["global_step"] == 30
+    for name, value in ends[0]["state_dict"].items():
+        torch.testing.assert_close(ends[1]["state_dict"][name], value, rtol=0, atol=0, msg=name)
+    metrics = [json.loads((r / "metrics.json").read_text()) for r in (reference, job)]
+    assert metrics[1] == pytest.approx(metrics[0], rel=1e-6)

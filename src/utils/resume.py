@@ -16,6 +16,7 @@ A checkpoint outside any run directory starts a new run from its weights.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -46,6 +47,18 @@ def run_dir_of(path: str | Path | None) -> Path | None:
 def resumed_run(resume: str | None, ckpt_path: str | None) -> Path | None:
     """The run directory a run continues in: `resume`, else the run holding `ckpt_path`."""
     return run_dir_of(resume) or (run_dir_of(ckpt_path) if ckpt_path else None)
+
+
+def requeued_checkpoint(run_dir: str | None) -> str | None:
+    """The checkpoint a requeued SLURM job goes on from. A job that SLURM requeues (preempted,
+    `scontrol requeue`, or submitit's requeue before the time limit) runs again with the same
+    config, so in the same run directory, and SLURM numbers the restart (`SLURM_RESTART_COUNT`
+    >= 1): the run's `checkpoints/last.ckpt`, when there is one, is where it stopped."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if not run_dir or not restarts.isdigit() or int(restarts) < 1:
+        return None
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
 
 
 def _run_dir(resume: str | None, ckpt_path: str | None, fresh: str) -> str:
