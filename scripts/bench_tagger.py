@@ -12,9 +12,9 @@ accuracy for POS, `src.metrics.spans.SpanF1`):
   out below: for characters the classic n-gram window (c-2..c2, the bigrams within c-2..c2 and
   c-1c1); for words the lowercased word, its 2- and 3-character prefixes and suffixes, casing,
   digits, length, and the words at -2..2;
-- `framework`: the `crf_tagger` defaults (char CNN + CRF; for words also their characters,
-  casing and word dropout), trained for at most CRFsuite's training wall time (`max_time`, and
-  `--max-epochs`): the same CPU budget;
+- `framework`: the `model=crf_tagger` config as it is (char CNN + CRF, Adam 0.003; for words
+  also their characters, casing and word dropout), trained for at most CRFsuite's training wall
+  time (`max_time`, and `--max-epochs`): the same CPU budget;
 - `framework, ids only` (words): the same tagger reading word ids only;
 - `lookup` (words): each word's most frequent training tag, the most frequent tag otherwise;
 - `jieba` (cws, when installed): its default dictionary on the test sentences' text.
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
-import functools
 import sys
 import tempfile
 import time
@@ -41,14 +40,12 @@ sys.path.insert(0, str(ROOT))
 
 import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
 
 from src.data.corpora import Sentence  # noqa: E402
 from src.data.tagging import ConllDataModule, PeopleDailyDataModule, TaggingDataModule  # noqa: E402
-from src.losses.tagging import TagNLL  # noqa: E402
 from src.metrics.spans import SpanF1  # noqa: E402
-from src.models.components.tagging import CharCNN  # noqa: E402
-from src.models.components.word_features import WordFeatures  # noqa: E402
-from src.models.crf_tagger import CRFTagger  # noqa: E402
+from src.utils.instantiate import instantiate  # noqa: E402
 
 Tagger = Callable[[list[list[str]]], list[list[str]]]
 
@@ -142,14 +139,12 @@ def jieba_tagger() -> Tagger:
 def framework(
     data: TaggingDataModule, words: bool, seconds: float, max_epochs: int
 ) -> tuple[Tagger, int]:
+    """The `crf_tagger` config's model, as `train.py model=crf_tagger` builds it."""
+    overrides = ["model=crf_tagger"] + ([] if words else ["model.word_features=null"])
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
     torch.manual_seed(0)
-    model = CRFTagger(
-        encoder=functools.partial(CharCNN),
-        loss=TagNLL(),
-        optimizer=functools.partial(torch.optim.Adam, lr=0.001),
-        word_features=functools.partial(WordFeatures) if words else None,
-        **data.model_kwargs(),
-    )
+    model = instantiate(cfg.model, **data.model_kwargs())
     trainer = pl.Trainer(
         max_epochs=max_epochs,
         max_time=datetime.timedelta(seconds=seconds),

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.utils.checkpoint import read_checkpoint, run_config
 from src.utils.errors import UserError, clipped, shown
 from src.utils.launcher import quiet_sacct
+from src.utils.optuna_study import continue_study
 from src.utils.resume import NothingToResume, register_resolvers, resume_argv
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -147,6 +148,7 @@ def prepare(argv: list[str], config_name: str) -> list[str]:
         cfg = check_composes(argv, config_name)
         if config_name == "eval":
             check_checkpoint_to_evaluate(cfg)
+        argv = continue_study(cfg, argv)
         log_dir = OmegaConf.select(cfg, "paths.log_dir") if cfg is not None else None
         if log_dir:
             check_writable(str(log_dir))
