@@ -6,9 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import signal
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import yaml
 from omegaconf import DictConfig
@@ -250,3 +253,100 @@ def test_sacct_runs_with_its_stderr_dropped_and_its_output_and_status_kept(
     fake.chmod(0o755)
     run = subprocess.run([*command[:4], str(fake), *command[5:]], capture_output=True, text=True)
     assert (run.returncode, run.stdout, run.stderr) == (1, "JobID|State\n", "")
+
+
+class KillTrial(pl.Callback):
+    """SIGKILL the whole sweep process at the first training step of job `job`, once (`flag`)."""
+
+    def __init__(self, job: int, flag: str) -> None:
+        self.job, self.flag = job, Path(flag)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.get().job.num == self.job and not self.flag.exists():
+            self.flag.write_text("killed")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_an_optuna_search_killed_mid_trial_continues_its_study(tmp_path: Path, data: Path) -> None:
+    """Trial 1 of 3 is killed with the whole process; the same command again marks it failed,
+    retries its parameters first and runs the trials still missing: 3 done, none run twice."""
+    import optuna
+
+    command = [
+        "hparams_search=vae_optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.n_startup_trials=3",
+        "+callbacks.kill._target_=tests.test_sweeps.KillTrial",
+        "+callbacks.kill.job=1",
+        f"+callbacks.kill.flag={tmp_path / 'killed'}",
+    ]
+    first = run_script(
+        "train.py", *TINY, f"data.data_dir={data}", f"paths.log_dir={tmp_path}", *command
+    )
+    assert first.returncode == -signal.SIGKILL
+    again = run_script(
+        "train.py", *TINY, f"data.data_dir={data}", f"paths.log_dir={tmp_path}", *command
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 trials done, 1 interrupted and queued again, 2 to run" in again.stderr
+    study = optuna.load_study(study_name="vae", storage=f"sqlite:///{tmp_path}/debug/optuna.db")
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    killed, retried = study.trials[1], study.trials[2]
+    assert killed.user_attrs["interrupted"] is True and "retry_of" not in killed.user_attrs
+    assert retried.params == killed.params and retried.user_attrs["retry_of"] == 1
+    sweeps = sorted((tmp_path / "debug" / "multiruns").iterdir())
+    assert [len(_jobs(s)) for s in sweeps] == [2, 2]  # a new folder: the first is left as it was
+    results = yaml.safe_load((sweeps[1] / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(study.best_value)
+    done = run_script(
+        "train.py", *TINY, f"data.data_dir={data}", f"paths.log_dir={tmp_path}", *command
+    )
+    assert done.returncode == 0 and "has its 3 trials (3 done): nothing to run" in done.stdout
+
+
+def _optuna_cfg(url: str, n_trials: int, name: str = "s") -> DictConfig:
+    from omegaconf import OmegaConf
+
+    sweeper = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    return OmegaConf.create(
+        {"hydra": {"sweeper": {"_target_": sweeper, "storage": url, "study_name": name,
+                               "n_trials": n_trials}}}
+    )  # fmt: skip
+
+
+def test_continuing_a_study_retries_the_cut_off_trials_and_runs_only_the_missing_ones(
+    tmp_path: Path,
+) -> None:
+    import optuna
+
+    from src.utils.optuna_study import continue_study
+    from src.utils.resume import NothingToResume
+
+    url = f"sqlite:///{tmp_path}/new/folder/optuna.db"
+    argv = ["train.py", "hparams_search=x", "hydra.sweeper.n_trials=4"]
+    assert continue_study(_optuna_cfg(url, 4), argv) == argv  # a new study: as it is
+    assert (tmp_path / "new" / "folder").is_dir()  # SQLite's folder made for it
+    study = optuna.create_study(study_name="s", storage=url)
+    done = study.ask()
+    done.suggest_float("x", 0, 1)
+    study.tell(done, 1.0)
+    cut = study.ask()
+    cut.suggest_float("x", 0, 1)  # running when the process was killed
+    assert continue_study(_optuna_cfg(url, 4), argv) == ["train.py", "hparams_search=x",
+                                                         "hydra.sweeper.n_trials=3"]  # fmt: skip
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "WAITING"]
+    assert trials[1].user_attrs == {"interrupted": True}
+    assert trials[2].user_attrs == {"retry_of": 1} and trials[2].params == {}  # queued params
+    assert study.get_trials()[2].system_attrs["fixed_params"] == cut.params
+    with pytest.raises(NothingToResume, match="has its 1 trials \\(1 done\\): nothing to run"):
+        continue_study(_optuna_cfg(url, 1), argv)
+    assert continue_study(_optuna_cfg(url, 4, name="other"), argv) == argv
+    basic = _optuna_cfg(url, 4)
+    basic.hydra.sweeper._target_ = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    assert continue_study(basic, argv) == argv
+    assert continue_study(None, argv) == argv

@@ -16,6 +16,7 @@ the best value and parameters in `optimization_results.yaml` are the whole study
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -57,8 +58,14 @@ def continue_study(cfg: DictConfig | None, argv: list[str]) -> list[str]:
     for trial in interrupted:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         storage.set_trial_user_attr(trial_id, "interrupted", True)
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        set_state = getattr(storage, "set_trial_state_values", None)  # Optuna 3; 2.x below
+        (set_state or storage.set_trial_state)(trial_id, TrialState.FAIL)
+        with warnings.catch_warnings():  # enqueue_trial is "experimental" in Optuna 2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.enqueue_trial(trial.params)
+        queued = storage.get_all_trials(study_id, deepcopy=False)[-1]
+        queued_id = storage.get_trial_id_from_study_id_trial_number(study_id, queued.number)
+        storage.set_trial_user_attr(queued_id, "retry_of", trial.number)
     done = [t for t in trials if t.state.is_finished() and not t.user_attrs.get("interrupted")]
     wanted = int(cfg.hydra.sweeper.n_trials)
     left = wanted - len(done)
