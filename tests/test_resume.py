@@ -183,3 +183,26 @@ def test_resume_argv_puts_the_runs_overrides_first(tmp_path: Path) -> None:
         "train.py",
         f"ckpt_path={tmp_path}/x.ckpt",
     ]
+
+
+@pytest.mark.parametrize(
+    ("restarts", "has_last", "resumes"),
+    [(None, True, False), ("0", True, False), ("1", True, True), ("3", True, True),
+     ("1", False, False), ("x", True, False), ("", True, False)],
+)  # fmt: skip
+def test_a_requeued_slurm_job_goes_on_from_its_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restarts: str | None, has_last: bool,
+    resumes: bool,
+) -> None:  # fmt: skip
+    from src.utils.resume import requeued_checkpoint
+
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    if has_last:
+        last.parent.mkdir()
+        last.write_bytes(b"")
+    if restarts is None:
+        monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    else:
+        monkeypatch.setenv("SLURM_RESTART_COUNT", restarts)
+    assert requeued_checkpoint(str(tmp_path)) == (str(last) if resumes else None)
+    assert requeued_checkpoint(None) is None

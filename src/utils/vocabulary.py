@@ -65,10 +65,9 @@ def encode_chars(tokens: Sequence[str], index: dict[str, int]) -> torch.Tensor:
     """The character ids of each token, (T, L) with L the longest (clipped) token, padded with 0;
     a character `index` does not hold is `<unk>`."""
     words = [clip_word(t) for t in tokens]
-    out = torch.zeros(len(words), max((len(w) for w in words), default=0), dtype=torch.long)
-    for row, word in enumerate(words):
-        out[row, : len(word)] = torch.tensor([index.get(c, UNK_ID) for c in word])
-    return out
+    width = max(map(len, words), default=0)
+    rows = [[index.get(c, UNK_ID) for c in w] + [PAD_ID] * (width - len(w)) for w in words]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(words), width)
 
 
 def read_vectors(path: str | Path, vocab: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
