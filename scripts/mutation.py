@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             low, high = wilson(killed, tested)
             print(
                 f"| src/{package}/ | {tested} | {c['killed']} | {c['survived']} | "
-                f"{c['no tests']} | {c['timeout']} | {killed / tested:.1%} | "
+                f"{c['no tests']} | {c['timeout']} | {killed / max(tested, 1):.1%} | "
                 f"{low:.1%}-{high:.1%} |"
             )
         return 0
