@@ -74,7 +74,7 @@ def test_softmax_head_and_the_crf_learning_rate(make_cfg) -> None:
     )
     assert isinstance(tagger.head, CRF) and tagger.tags == ["B", "E", "M", "S"]
     groups = tagger.configure_optimizers()["optimizer"].param_groups
-    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 5e-2])
+    assert [g["lr"] for g in groups] == pytest.approx([3e-3, 0.15])  # 50 x the model's 0.003
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in tagger.head.parameters()}
 
 
