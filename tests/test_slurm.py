@@ -22,17 +22,14 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, run_script, write_fake_mnist
+from tests.test_ddp import RUN as ONE_PROCESS
+from tests.test_resume import RUN as RESUMABLE_RUN
+from tests.test_sweeps import TINY as SWEEP
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
 TINY = [
-    "debug=fdr",
-    "data=mnist",
-    "data.val_size=100",
-    "data.batch_size=50",
-    "data.eval_batch_size=100",
-    "model.iwae_samples=2",
-    "extras.print_config=false",
+    *SWEEP,
     "hydra/launcher=slurm",
     "hydra.launcher.partition=debug",
     "hydra.launcher.timeout_min=10",
@@ -106,19 +103,7 @@ def test_a_failing_job_does_not_stop_the_others(
         assert [r["status"] for r in csv.DictReader(f)] == ["failed", "ok"]
 
 
-DDP = [
-    "model=cnn_sigmoid",
-    "model.net.width=8",
-    "data=mnist",
-    "data.val_size=100",
-    "data.eval_batch_size=50",
-    "trainer.max_epochs=2",
-    "trainer.limit_test_batches=1",
-    "callbacks=none",
-    "logger=csv",
-    "extras.print_config=false",
-    "trainer=ddp_sim",
-]
+DDP = [*ONE_PROCESS, "trainer=ddp_sim"]
 
 
 def test_a_ddp_job_of_two_slurm_tasks_trains_as_one_process(
@@ -198,19 +183,6 @@ class WaitForRequeue(pl.Callback):
             time.sleep(0.1)
 
 
-RESUMABLE = [
-    "data=mnist",
-    "data.val_size=100",
-    "data.batch_size=50",
-    "data.eval_batch_size=100",
-    "model.iwae_samples=2",
-    "trainer.max_epochs=3",
-    "callbacks.last_checkpoint.every_n_train_steps=4",
-    "callbacks.early_stopping=null",
-    "extras.print_config=false",
-]
-
-
 def test_a_requeued_job_goes_on_in_its_run_directory_to_the_uninterrupted_end(
     cluster: dict[str, str], tmp_path: Path
 ) -> None:
@@ -219,7 +191,7 @@ def test_a_requeued_job_goes_on_in_its_run_directory_to_the_uninterrupted_end(
     same directory, to the weights and metrics of a run that was never stopped."""
     data = write_fake_mnist(tmp_path / "data")
     whole = run_script(
-        "train.py", *RESUMABLE, f"data.data_dir={data}", f"paths.log_dir={tmp_path}/whole"
+        "train.py", *RESUMABLE_RUN, f"data.data_dir={data}", f"paths.log_dir={tmp_path}/whole"
     )
     assert whole.returncode == 0, whole.stderr[-3000:]
     flag = tmp_path / "at_step"
@@ -229,7 +201,7 @@ def test_a_requeued_job_goes_on_in_its_run_directory_to_the_uninterrupted_end(
         f"+callbacks.wait.flag={flag}",
     ]
     sweep_cmd = [
-        sys.executable, "train.py", "-m", *RESUMABLE, f"data.data_dir={data}", *waiter,
+        sys.executable, "train.py", "-m", *RESUMABLE_RUN, f"data.data_dir={data}", *waiter,
         f"paths.log_dir={tmp_path}/requeued", "hydra/launcher=slurm",
         "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
     ]  # fmt: skip
