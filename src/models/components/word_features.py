@@ -88,9 +88,11 @@ class WordFeatures(nn.Module):
         parts = []
         if self.conv is not None:
             b, t, length = chars.shape
-            x = self.dropout(self.char_embedding(chars.reshape(b * t, length))).transpose(1, 2)
-            h = F.relu(self.conv(x)).masked_fill((chars.reshape(b * t, 1, length) == PAD_ID), 0.0)
-            parts.append(h.amax(-1).reshape(b, t, -1))  # relu >= 0: padding never wins
+            # each distinct word of the batch once (a word's features are its own)
+            words, which = torch.unique(chars.reshape(b * t, length), dim=0, return_inverse=True)
+            x = self.dropout(self.char_embedding(words)).transpose(1, 2)
+            h = F.relu(self.conv(x)).masked_fill(words[:, None, :] == PAD_ID, 0.0)
+            parts.append(h.amax(-1)[which].reshape(b, t, -1))  # relu >= 0: padding never wins
         if self.casing is not None:
             parts.append(
                 self.casing(casing_classes(chars, self.is_upper, self.is_lower, self.is_digit))
