@@ -176,7 +176,7 @@ def test_word_data_gives_each_words_characters_and_character_data_none(tmp_path:
     data = ConllDataModule(path, path, scheme=None, batch_size=2)
     chars = data.model_kwargs()["chars"]
     assert chars == build_chars(sentences)
-    tokens, tags, mask, char_ids = next(iter(data.train_dataloader()))
+    tokens, _, mask, char_ids = next(iter(data.train_dataloader()))
     assert char_ids.shape == (2, 3, 4)
     for row_tokens, row_chars, row_mask in zip(tokens, char_ids, mask, strict=True):
         for token, ids in zip(row_tokens[row_mask], row_chars[row_mask], strict=True):
@@ -211,7 +211,8 @@ def test_tag_sentences_reads_the_characters_as_the_data_does(tmp_path: Path) -> 
     by_batch = model.decode(tokens, mask, chars)
     words = [[data.vocab[t] for t in row[m]] for row, m in zip(tokens, mask, strict=True)]
     by_text = model.tag_sentences(words)
-    assert by_text == [[model.tags[i] for i in row[m]] for row, m in zip(by_batch, mask, strict=True)]
+    decoded = zip(by_batch, mask, strict=True)
+    assert by_text == [[model.tags[i] for i in row[m]] for row, m in decoded]
     unseen = model(tokens, mask, torch.zeros_like(chars))  # the characters change the scores
     assert not torch.allclose(unseen, model(tokens, mask, chars))
 
@@ -220,7 +221,8 @@ def test_a_word_tagger_needs_the_characters_and_a_character_tagger_gets_no_word_
     model = _tagger(["<pad>", "<unk>", "ab"], ["<pad>", "<unk>", "a", "b"])
     with pytest.raises(ValueError, match="needs each word's characters"):
         model(torch.tensor([[2]]), torch.tensor([[True]]))
-    plain = _tagger(["<pad>", "<unk>", "a"], None, char_bigrams=functools.partial(CharBigrams, 7, 2))
+    bigrams = functools.partial(CharBigrams, 7, 2)
+    plain = _tagger(["<pad>", "<unk>", "a"], None, char_bigrams=bigrams)
     assert plain.word_features is None and plain.encoder.convs[0].in_channels == 3 + 4
     words = _tagger(["<pad>", "<unk>", "ab"], ["<pad>", "<unk>", "a"], char_bigrams=CharBigrams)
     assert words.char_bigrams is None and words.encoder.convs[0].in_channels == 3 + 6 + 8
@@ -262,7 +264,7 @@ def test_pretrained_vectors_of_another_width_or_a_missing_file_are_refused(tmp_p
     data = ConllDataModule(path, path, scheme=None)
     wide = tmp_path / "wide.txt"
     wide.write_text("cat 1 2 3 4 5\n")
-    with pytest.raises(UserError, match="has 5-d vectors; set model.encoder.embed_dim=5"):
+    with pytest.raises(UserError, match=r"has 5-d vectors; set model\.encoder\.embed_dim=5"):
         _fit_one_step(_tagger(data.vocab, data.chars, pretrained=str(wide)), data)
     with pytest.raises(UserError, match="is not a file"):
         _fit_one_step(_tagger(data.vocab, data.chars, pretrained=str(tmp_path / "no.txt")), data)
