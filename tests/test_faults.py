@@ -512,3 +512,20 @@ def test_run_folder_after_a_failure(tmp_path: Path) -> None:
     (run / "checkpoints" / "last.ckpt").write_bytes(b"newer weights")
     assert "marked failed" in folder.failed("boom", multirun=False)
     assert read_status(run) | {"time": None} == {"status": "failed", "error": "boom", "time": None}
+
+
+def test_a_checkpoint_whose_model_arguments_are_not_data_is_named_in_the_refusal(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "stranger.ckpt"
+    torch.save({"state_dict": {}, "model_kwargs": {"vocab": [{"_target_": "os.system"}]}}, path)
+    with pytest.raises(UserError) as refused:
+        read_checkpoint(path)
+    assert str(refused.value).startswith(f"{path}: model_kwargs.vocab[0] holds the key ")
+
+
+def test_a_refused_target_deep_in_a_config_names_its_file_and_place() -> None:
+    node = {"net": {"layers": [{"_target_": "os.system"}]}}
+    with pytest.raises(UserError) as refused:
+        check_targets(node, "run.yaml", "model")
+    assert str(refused.value).startswith("run.yaml: model.net.layers[0]._target_=")

@@ -214,3 +214,12 @@ def test_the_transitions_figure_stops_growing_at_three_panels() -> None:
     fig = transitions_figure(torch.zeros(40, 40) + torch.eye(40), [f"T{i}" for i in range(40)])
     assert tuple(fig.get_size_inches()) == pytest.approx((3 * PANEL, 3 * PANEL))
     matplotlib.pyplot.close(fig)
+
+
+def test_the_transition_colours_are_symmetric_about_zero() -> None:
+    from src.evaluation.figures import transitions_figure
+
+    g = torch.tensor([[-3.0, 1.0], [0.0, 2.0]])  # the largest size is a negative score
+    fig = transitions_figure(g, ["B", "I"])
+    assert fig.axes[0].images[0].get_clim() == (-3.0, 3.0)
+    matplotlib.pyplot.close(fig)

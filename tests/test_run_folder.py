@@ -108,3 +108,17 @@ def test_a_run_that_wrote_how_it_ended_keeps_its_own_status(tmp_path: Path) -> N
     result = folder.failed("boom", multirun=False)
     assert result == f"{run} says how it ended in status.json"
     assert read_status(run)["status"] == "diverged"
+
+
+def test_a_failed_resume_leaves_the_files_it_did_not_touch_untouched(tmp_path: Path) -> None:
+    """Put back means the changed files only: the others keep their bytes and their times."""
+    run = tmp_path / "run"
+    _run(run)
+    untouched = [run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"]
+    old = 1_000_000_000_000_000_000
+    for file in untouched:
+        os.utime(file, ns=(old, old))
+    folder = RunFolder(run, resumed=True)
+    (run / "metrics.json").write_text(json.dumps({"val/loss": 9.5}))
+    assert folder.failed("boom", multirun=False) == f"{run} is left as it was"
+    assert [f.stat().st_mtime_ns for f in untouched] == [old, old]

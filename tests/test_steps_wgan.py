@@ -232,3 +232,10 @@ def test_evaluation_gradient_norm_is_taken_at_interpolates() -> None:
     logged, _ = _evaluate(model, [3 * torch.tensor(u).repeat(2000, 1)], "val")
     assert logged["val/wasserstein"] == pytest.approx(4.0, rel=1e-5)
     assert abs(logged["val/grad_norm"] - 2.0) < 0.05
+
+
+def test_the_model_maps_codes_through_its_generator() -> None:
+    a = [[1.0, 2.0], [0.0, -1.0]]
+    model = wgan(AffineGenerator(a, [0.5, 0.0]), Affine(W, C), lr_g=0.0, lr_c=0.0)
+    z = torch.tensor([[1.0, 1.0], [2.0, 0.0]])
+    torch.testing.assert_close(model(z), torch.tensor([[3.5, -1.0], [2.5, 0.0]]))

@@ -330,6 +330,7 @@ def test_continuing_a_study_retries_the_cut_off_trials_and_runs_only_the_missing
     argv = ["train.py", "hparams_search=x", "hydra.sweeper.n_trials=4"]
     assert continue_study(_optuna_cfg(url, 4), argv) == argv  # a new study: as it is
     assert (tmp_path / "new" / "folder").is_dir()  # SQLite's folder made for it
+    optuna.create_study(study_name="unrelated", storage=url)  # a shared database: found by name
     study = optuna.create_study(study_name="s", storage=url)
     done = study.ask()
     done.suggest_float("x", 0, 1)

@@ -58,3 +58,9 @@ def test_an_unknown_scheme_and_foreign_tags_are_one_line_errors() -> None:
         allowed_transitions(["O", "B-X", "E-X"], "BIO")
     with pytest.raises(ValueError, match="'NNP' is not O nor B-, I-, E-, S-"):
         lenient_spans(["O", "NNP"])
+
+
+@pytest.mark.parametrize("tag", ["X-PER", "B-", "I-", "PER"])
+def test_lenient_spans_refuses_a_tag_without_a_known_prefix_and_a_type(tag: str) -> None:
+    with pytest.raises(ValueError, match="is not O nor B-, I-, E-, S- followed by a type"):
+        lenient_spans(["O", tag])

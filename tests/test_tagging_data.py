@@ -496,3 +496,17 @@ def test_a_tab_separated_file_keeps_tokens_with_spaces(tmp_path: Path) -> None:
     data.setup()
     assert data.splits["train"][0] == (["New York", "is"], ["B-LOC", "O"])
     assert data.tags == ["O", "B-LOC"] and data.unseen_tags == []
+
+
+def test_people_daily_ner_is_written_in_the_scheme_asked_for() -> None:
+    bioes = PeopleDailyDataModule(task="ner", scheme="BIOES", limit_sentences=300)
+    assert {"E-PER", "S-PER", "B-ORG", "I-ORG", "E-ORG"} <= set(bioes.tags)
+    bio = PeopleDailyDataModule(task="ner", limit_sentences=300)
+    assert not {t for t in bio.tags if t[0] in "ES"} and "I-PER" in bio.tags
+
+
+def test_tokens_are_words_when_one_is_longer_than_a_character() -> None:
+    from src.utils.vocabulary import is_word_level
+
+    assert is_word_level([(["a", "bc"], None)]) and is_word_level([(["a"], None), (["xy"], None)])
+    assert not is_word_level([(["a", "b"], None), (["c"], None)])
