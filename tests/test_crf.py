@@ -217,3 +217,16 @@ def test_bad_inputs_raise_clear_errors() -> None:
         crf.nll(emissions, tags[:, :3], mask)
     with pytest.raises(ValueError, match="reduction"):
         crf.nll(emissions, tags, mask, reduction="avg")  # type: ignore[arg-type]
+
+
+def test_one_step_sequences_have_the_softmax_as_marginals_and_gradient() -> None:
+    """T = 1: log Z = logsumexp(h + start + end), so P(y) and -d nll / d h are closed forms."""
+    torch.manual_seed(0)
+    crf = CRF(4)
+    h = torch.randn(3, 1, 4, requires_grad=True)
+    tags = torch.tensor([[0], [2], [3]])
+    mask = torch.ones(3, 1, dtype=torch.bool)
+    p = torch.softmax(h.detach() + crf.start_transitions.detach() + crf.end_transitions.detach(), -1)
+    torch.testing.assert_close(crf.marginals(h.detach(), mask), p)
+    crf.nll(h, tags, mask, reduction="sum").backward()
+    torch.testing.assert_close(h.grad, p - torch.nn.functional.one_hot(tags, 4).float())

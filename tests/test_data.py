@@ -172,3 +172,13 @@ def test_the_loaders_reseed_is_torch_manual_seed_on_the_cpu() -> None:
         assert torch.equal(a, b)
     reseed_global(3)
     assert not torch.equal(torch.randn(3), draws[0][0])
+
+
+@pytest.mark.parametrize("binarize", [False, True])
+def test_training_images_are_grey_unless_binarised(tmp_path: Path, binarize: bool) -> None:
+    write_fake_mnist(tmp_path)
+    dm = ImageDataModule(name="mnist", data_dir=str(tmp_path), val_size=100, binarize=binarize)
+    dm.setup("fit")
+    x = next(iter(dm.train_dataloader()))[0]
+    grey = ((x > 0) & (x < 1)).any()
+    assert bool(grey) != binarize and float(x.min()) >= 0 and float(x.max()) <= 1

@@ -510,3 +510,9 @@ def test_tokens_are_words_when_one_is_longer_than_a_character() -> None:
 
     assert is_word_level([(["a", "bc"], None)]) and is_word_level([(["a"], None), (["xy"], None)])
     assert not is_word_level([(["a", "b"], None), (["c"], None)])
+
+
+def test_a_scheme_that_does_not_fit_the_task_names_the_ones_that_do() -> None:
+    with pytest.raises(UserError) as refused:
+        PeopleDailyDataModule(task="pos", scheme="BIO")
+    assert str(refused.value) == "data.scheme=BIO does not fit data.task=pos; use null."
