@@ -351,3 +351,27 @@ def test_continuing_a_study_retries_the_cut_off_trials_and_runs_only_the_missing
     basic.hydra.sweeper._target_ = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
     assert continue_study(basic, argv) == argv
     assert continue_study(None, argv) == argv
+
+
+@pytest.mark.parametrize(
+    ("launcher", "quietened"),
+    [([], False), (["-m", "hydra/launcher=slurm"], True)],
+)
+def test_only_a_submitit_launcher_imports_submitit_to_quieten_sacct(
+    launcher: list[str], quietened: bool
+) -> None:
+    """A run that polls no sacct pays no start-up for it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from src.utils.startup import prepare; "
+        f"prepare(['train.py', *{launcher!r}], 'train'); "
+        "m = sys.modules.get('submitit.slurm.slurm'); "
+        "print(m is not None, m is not None and getattr(m.SlurmInfoWatcher._make_command, "
+        "'quiet', False))"
+    )
+    env = {**os.environ, "PROJECT_ROOT": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout.split()  # fmt: skip
+    assert out == [str(quietened), str(quietened)]

@@ -141,7 +141,6 @@ def prepare(argv: list[str], config_name: str) -> list[str]:
     """The command line to hand to Hydra, after the checks above; a refusal is one line on
     stderr and exit code 2 (a finished run asked to resume: a line on stdout, exit 0)."""
     register_resolvers()
-    quiet_sacct()
     try:
         if config_name == "train":
             argv = resume_argv(argv)
@@ -149,6 +148,9 @@ def prepare(argv: list[str], config_name: str) -> list[str]:
         if config_name == "eval":
             check_checkpoint_to_evaluate(cfg)
         argv = continue_study(cfg, argv)
+        launcher = OmegaConf.select(cfg, "hydra.launcher._target_") if cfg is not None else None
+        if "submitit" in str(launcher):  # only submitit polls sacct; others need not import it
+            quiet_sacct()
         log_dir = OmegaConf.select(cfg, "paths.log_dir") if cfg is not None else None
         if log_dir:
             check_writable(str(log_dir))
