@@ -151,6 +151,9 @@ def test_read_vectors_finds_words_as_they_are_then_lowercased(
     assert vectors[2].tolist() == [4, 5, 6]  # "The" as it is, not "the"
     assert vectors[3].tolist() == vectors[4].tolist() == [7, 8, 9]  # "Cat" through "cat"
     assert bool((vectors[~found] == 0).all())
+    reversed_file = tmp_path / "reversed.txt"
+    reversed_file.write_text("The 4 5 6\nthe 1 2 3\n")  # the word as it is first, then lowercased
+    assert read_vectors(reversed_file, vocab)[0][2].tolist() == [4, 5, 6]
 
 
 def test_read_vectors_refuses_a_file_that_is_not_vectors(tmp_path: Path) -> None:

@@ -75,14 +75,15 @@ def read_vectors(path: str | Path, vocab: Sequence[str]) -> tuple[torch.Tensor, 
     `word v_1 ... v_D`, an optional `count D` header first. Returns the (V, D) rows and a (V,)
     mask of the words found: a word is looked up as it is, then lowercased; the rows of words
     not found are zero. Raises ValueError on a line that is not a word and D numbers."""
-    wanted: dict[str, list[int]] = {}
+    exact: dict[str, list[int]] = {}
+    lowered: dict[str, list[int]] = {}
     for i, token in enumerate(vocab):
         if i not in (PAD_ID, UNK_ID):
-            wanted.setdefault(token, []).append(i)
+            exact.setdefault(token, []).append(i)
             if token.lower() != token:
-                wanted.setdefault(token.lower(), []).append(-1 - i)  # a fallback, marked < 0
+                lowered.setdefault(token.lower(), []).append(i)
     rows: dict[int, list[float]] = {}
-    exact: set[int] = set()
+    as_is: set[int] = set()  # rows found as the word is, which a lowercased line never replaces
     dim = None
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as lines:
@@ -90,7 +91,7 @@ def read_vectors(path: str | Path, vocab: Sequence[str]) -> tuple[torch.Tensor, 
             word, _, rest = line.rstrip("\n").partition(" ")
             if number == 1 and word.isdigit() and rest.strip().isdigit():
                 continue  # word2vec's header
-            if word not in wanted:
+            if word not in exact and word not in lowered:
                 continue
             try:
                 values = [float(v) for v in rest.split()]
@@ -99,12 +100,12 @@ def read_vectors(path: str | Path, vocab: Sequence[str]) -> tuple[torch.Tensor, 
             dim = dim or len(values)
             if len(values) != dim or not dim:
                 raise ValueError(f"{path}, line {number}: {len(values)} numbers, not {dim}")
-            for key in wanted[word]:
-                i = key if key >= 0 else -1 - key
-                if key >= 0 or i not in exact:
+            for i in exact.get(word, []):
+                rows[i] = values
+                as_is.add(i)
+            for i in lowered.get(word, []):
+                if i not in as_is:
                     rows[i] = values
-                    if key >= 0:
-                        exact.add(i)
     if dim is None:
         raise ValueError(f"{path}: none of the {len(vocab) - 2} words is in it")
     vectors = torch.zeros(len(vocab), dim)
