@@ -159,8 +159,9 @@ def test_single_items_and_batches_agree(fake_mnist_dir: Path) -> None:
 
 
 def test_the_loaders_reseed_is_torch_manual_seed_on_the_cpu() -> None:
-    """The loader reseeds the global RNG per batch with the CPU generator alone (and CUDA's when
-    in use): the same stream as `torch.manual_seed`, which the model's noise draws from."""
+    """`ResumableTraining` reseeds the global RNG per step with the CPU generator alone (and
+    CUDA's when in use): the same stream as `torch.manual_seed`, which the model's noise draws
+    from."""
     from src.data.resumable import reseed_global
 
     draws = []

@@ -1,4 +1,4 @@
-"""The README's guarantees, each checked fast (the slow tests are the end-to-end proof).
+"""The guarantees of the documentation, each checked fast (the slow tests are the end-to-end proof).
 
 Exact resume (a training loader restored from its state continues the epoch with the same
 batches and the same noise), disjoint splits (images and sentences), the config type check,
@@ -58,16 +58,19 @@ def _sentence_loader() -> ResumableLoader:
 
 
 def _take(loader: ResumableLoader, n: int | None = None) -> Seen:
-    """Up to `n` batches of the loader's next epoch, each with the global RNG's next draw (the
-    noise the model's step would get), telling the loader after each batch that it was trained,
-    as `ResumableTraining` does in a fit (Lightning's batch index counts on from the batches a
-    resumed epoch had trained)."""
-    trainer = SimpleNamespace(train_dataloader=loader, num_training_batches=len(loader))
-    seen: Seen = []
+    """Up to `n` batches of the loader's next epoch, each with the global RNG's next draw after
+    `ResumableTraining` seeded it (the noise the model's step would get), telling the loader
+    after each batch that it was trained, as `ResumableTraining` does in a fit (Lightning's batch
+    index counts on from the batches a resumed epoch had trained)."""
+    trainer = SimpleNamespace(
+        train_dataloader=loader, num_training_batches=len(loader), global_rank=0
+    )
+    callback, seen = ResumableTraining(), []
     batches = iter(loader)
     for i, batch in enumerate(batches, start=loader.trained):
+        callback.on_train_batch_start(trainer, None, batch, i)
         seen.append((batch, torch.rand(3)))
-        ResumableTraining().on_train_batch_end(trainer, None, None, batch, i)
+        callback.on_train_batch_end(trainer, None, None, batch, i)
         if len(seen) == n:
             break
     return seen

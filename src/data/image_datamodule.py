@@ -65,15 +65,38 @@ def find_idx_dir(name: str, data_dir: str | Path) -> Path | None:
     return None
 
 
-def to_unit_interval(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels to floats in [0, 1] (float images pass through)."""
+def to_unit_interval(
+    images: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """uint8 pixels to floats in [0, 1] (float images pass through); draws no noise."""
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
-def dynamic_binarisation(images: torch.Tensor) -> torch.Tensor:
-    """Each pixel resampled as Bernoulli(grey level), anew every time (u < p: a 1 with prob. p)."""
-    probs = to_unit_interval(images)
-    return (torch.rand_like(probs) < probs).to(probs.dtype)
+def random_bytes(k: int, shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+    """(k, *shape) independent uniform bytes, eight from each full-range 64-bit draw."""
+    n = k * shape.numel()
+    words = torch.empty((n + 7) // 8, dtype=torch.int64)
+    words.random_(-(2**63), None, generator=generator)  # the full range: all 64 bits uniform
+    return words.view(torch.uint8)[:n].view(k, *shape)
+
+
+def dynamic_binarisation(
+    images: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Each pixel resampled as Bernoulli(grey level), anew every time.
+
+    A uint8 grey level g is compared with random bytes b1, b2, b3: a 1 when b1 < g, or b1 = 255
+    and b2 < g, or b1 = b2 = 255 and b3 < g, which has probability
+    (g / 256)(1 + 256^-1 + 256^-2) = (g / 255)(1 - 256^-3): exact at g = 0 and within float32's
+    resolution (2^-24) of g / 255 elsewhere, at a third of the time of one float uniform per pixel.
+    Float images in [0, 1] are compared with float uniforms (u < p: a 1 with probability p)."""
+    if images.dtype != torch.uint8:
+        return (torch.rand(images.shape, generator=generator) < images).to(images.dtype)
+    b = random_bytes(3, images.shape, generator)
+    below = torch.lt(b, images).view(torch.uint8)
+    full = torch.eq(b[:2], torch.full_like(b[:2], 255)).view(torch.uint8)
+    bits = below[2].bitwise_and_(full[1]).bitwise_or_(below[1])
+    return bits.bitwise_and_(full[0]).bitwise_or_(below[0]).float()
 
 
 def stack_pairs(
