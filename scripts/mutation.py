@@ -18,14 +18,14 @@ on its sample with a 95% Wilson interval.
 
 With `--keep DIR` a later run refreshes the copy from the working tree and carries on where the
 last one stopped: mutmut keeps each verdict whose function did not change. `--recheck` runs only
-the survivors again, against the tests written since.
+the survivors again (with `--sample`, the sample's), against the tests written since.
 
 The table gives, per package, killed / (all - skipped - not run) as mutmut counts it (timeouts
 count as killed; "not run" are the mutants a stopped run had not reached), and the surviving
 mutants are written to `<copy>/survivors.txt` (with `--keep`, in DIR) to read with
 `mutmut show <name>` there.
 
-It is a measurement, not a test: the figures are in the README's "Testing" section.
+It is a measurement, not a test: the figures are in docs/testing.md.
 """
 
 from __future__ import annotations
@@ -173,10 +173,15 @@ SEED_FUNCTION = f"{PACKAGE}.utils.launcher.x_gpus_per_node__mutmut_*"
 
 
 def sample(
-    target: Path, children: tuple[str, ...], packages: list[str], n: int, seed: int
+    target: Path,
+    children: tuple[str, ...],
+    packages: list[str],
+    n: int,
+    seed: int,
+    recheck: bool = False,
 ) -> dict[str, collections.Counter]:
-    """N mutants per package drawn at random, run, and their verdicts; the sample's survivors
-    go to `survivors.txt`."""
+    """N mutants per package drawn at random, run, and their verdicts (with `recheck`, the
+    sample's survivors run again); the sample's survivors go to `survivors.txt`."""
     if not (target / "mutants").is_dir():
         mutmut(target, "run", *children, SEED_FUNCTION)
     rng = random.Random(seed)
@@ -185,7 +190,8 @@ def sample(
         by_package[name.split(".")[1]].append(name)
     drawn = {p: rng.sample(by_package[p], min(n, len(by_package[p]))) for p in packages}
     known = statuses(target)
-    if todo := [m for names in drawn.values() for m in names if known[m] == "not checked"]:
+    again = {"not checked", "survived"} if recheck else {"not checked"}
+    if todo := [m for names in drawn.values() for m in names if known[m] in again]:
         mutmut(target, "run", *children, *todo)
     after = statuses(target)
     survivors = [m for names in drawn.values() for m in names if after[m] == "survived"]
@@ -232,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     children = ("--max-children", str(args.max_children))
     if args.sample:
-        drawn = sample(target, children, args.packages, args.sample, args.seed)
+        drawn = sample(target, children, args.packages, args.sample, args.seed, args.recheck)
         minutes = (time.perf_counter() - start) / 60
         print(
             f"\nmutmut on {args.sample} random mutants per package (seed {args.seed}): "

@@ -1,5 +1,5 @@
 """Small promises of the models and their components that no step test pinned, found by mutmut
-alive in src/models/ (README, "Testing"): the Gaussian latent's mean is mu, NCE's evaluation noise
+alive in src/models/ (docs/testing.md): the Gaussian latent's mean is mu, NCE's evaluation noise
 is loc + L eps exactly, a noise scale below 1 is a noise, the softmax head's default reduction, a
 multilabel test set on its own is the single-item one, the BiLSTM keeps the batch's padded
 length, the refusals name the fix, the generator model's energies are -D(G(z)), the Gumbel prior
@@ -136,9 +136,12 @@ def test_the_generator_models_energies_are_minus_the_critic_of_its_samples() -> 
 
 
 def test_the_gumbel_prior_is_one_log_density_per_sample() -> None:
+    """Over any leading dimensions, as `log_q` (importance samples come as (S, B, D))."""
     latent = GumbelSoftmaxLatent(n_vars=3, n_classes=4)
     z = torch.rand(5, 12)
     torch.testing.assert_close(latent.log_prior(z), torch.full((5,), -3 * math.log(4)))
+    samples = torch.rand(2, 5, 12)
+    torch.testing.assert_close(latent.log_prior(samples), torch.full((2, 5), -3 * math.log(4)))
 
 
 def test_the_ebm_splits_the_grid_kl_with_regions_of_three_sigma() -> None:

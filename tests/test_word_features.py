@@ -245,14 +245,19 @@ def _fit_one_step(model: CRFTagger, data: ConllDataModule) -> None:
     trainer.fit(model, datamodule=data)
 
 
-def test_pretrained_vectors_start_the_embedding_and_frozen_rows_stay(tmp_path: Path) -> None:
+def test_pretrained_vectors_start_the_embedding_and_frozen_rows_stay(
+    tmp_path: Path, caplog
+) -> None:
     sentences = [(["The", "cat", "sat"], ["N", "N", "V"])] * 4
     path = _word_file(tmp_path / "t.conll", sentences)
     vectors = _vector_file(tmp_path / "v.txt")
     data = ConllDataModule(path, path, scheme=None, batch_size=4)
     model = _tagger(data.vocab, data.chars, pretrained=str(vectors), freeze_pretrained=True)
     before = model.encoder.embedding.weight.detach().clone()
-    _fit_one_step(model, data)
+    with caplog.at_level("INFO", logger="src.models.crf_tagger"):
+        _fit_one_step(model, data)
+    found = f"model.pretrained: 2 of {len(data.vocab)} tokens found in {vectors}"
+    assert found in caplog.messages
     after = model.encoder.embedding.weight.detach()
     the, cat, sat = (data.vocab.index(w) for w in ("The", "cat", "sat"))
     assert after[the].tolist() == [4, 5, 6] and after[cat].tolist() == [7, 8, 9]
