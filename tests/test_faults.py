@@ -30,7 +30,7 @@ from src.utils.checkpoint import AtomicCheckpointIO, read_checkpoint, run_config
 from src.utils.config import check_groups
 from src.utils.errors import UserError, user_message
 from src.utils.files import write_atomically
-from src.utils.resume import resume_argv
+from src.utils.resume import check_budget, resume_argv
 from src.utils.run_folder import RunFolder
 from src.utils.startup import check_composes, check_writable
 from src.utils.status import read_status, write_status
@@ -529,3 +529,41 @@ def test_a_refused_target_deep_in_a_config_names_its_file_and_place() -> None:
     with pytest.raises(UserError) as refused:
         check_targets(node, "run.yaml", "model")
     assert str(refused.value).startswith("run.yaml: model.net.layers[0]._target_=")
+
+
+def _checkpoint(completed: int) -> dict:
+    return {
+        "epoch": 99,
+        "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": completed}}}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("completed", "max_epochs", "refused"),
+    [
+        (15, 2, True),
+        (15, 14, True),
+        (15, 15, False),
+        (15, 16, False),
+        (15, None, False),
+        (15, -1, False),
+        (0, 0, False),
+    ],
+)
+def test_a_resume_with_fewer_epochs_than_completed_is_refused_in_one_line(
+    completed: int, max_epochs: int | None, refused: bool
+) -> None:
+    """Lightning stops such a resume with a traceback; the message names the budget to give."""
+    if refused:
+        with pytest.raises(
+            UserError,
+            match=(
+                rf"^trainer.max_epochs={max_epochs} is fewer than the {completed} epochs this run "
+                rf"has completed: give trainer.max_epochs={completed + 1} or more"
+            ),
+        ):
+            check_budget(_checkpoint(completed), max_epochs)
+    else:
+        check_budget(_checkpoint(completed), max_epochs)
+    with pytest.raises(UserError, match="the 4 epochs"):
+        check_budget({"epoch": 4}, 3)  # without loop state: the epoch counter

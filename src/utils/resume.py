@@ -49,6 +49,18 @@ def resumed_run(resume: str | None, ckpt_path: str | None) -> Path | None:
     return run_dir_of(resume) or (run_dir_of(ckpt_path) if ckpt_path else None)
 
 
+def check_budget(checkpoint: dict, max_epochs: int | None) -> None:
+    """Refuse a resume whose `trainer.max_epochs` is fewer than the epochs its checkpoint has
+    completed (Lightning would stop with a traceback)."""
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    done = int(progress.get("current", {}).get("completed", checkpoint.get("epoch", 0)))
+    if max_epochs is not None and 0 <= max_epochs < done:
+        raise UserError(
+            f"trainer.max_epochs={max_epochs} is fewer than the {done} epochs this run has "
+            f"completed: give trainer.max_epochs={done + 1} or more to train further."
+        )
+
+
 def requeued_checkpoint(run_dir: str | None) -> str | None:
     """The checkpoint a requeued SLURM job goes on from. A job that SLURM requeues (preempted,
     `scontrol requeue`, or submitit's requeue before the time limit) runs again with the same
