@@ -1,6 +1,6 @@
-"""What the building blocks promise beyond their maths, found alive by mutmut (README,
-"Testing"): the replay buffer's draws follow the generator they are given and its defaults are the
-article's; the Gumbel-softmax relaxation is the one written by hand from the same uniforms, at the
+"""What the building blocks promise beyond their maths, found alive by mutmut (docs/testing.md):
+the replay buffer's draws follow the generator they are given and its defaults are the article's;
+the Gumbel-softmax relaxation is the one written by hand from the same uniforms, at the
 step's temperature; the energy and statistics nets are SiLU MLPs with one output per example; the
 EBM's data noise has the configured scale; evaluation draws repeat; the refusals name the fix."""
 

@@ -1,7 +1,7 @@
 """What the loss plugins promise beyond their formulas (tested elsewhere against closed forms):
 the articles' defaults, the options they are given reaching the computation, the arguments they
 refuse and how they say so, integer targets, and seeded interpolation. Written for the mutants
-mutmut found alive in src/losses/ (README, "Testing")."""
+mutmut found alive in src/losses/ (docs/testing.md)."""
 
 from __future__ import annotations
 

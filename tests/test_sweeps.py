@@ -142,14 +142,14 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf/experiment").glob("*.yaml"))
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_configs_follow_the_convention(make_cfg, experiment: str) -> None:
     """Each experiment names its runs after itself, tags them, fixes its seed and says in comments
-    what it costs and where its results are: `# budget: ...` and `# results: README, "<a section
-    of the README>"` (the figures themselves live in the README, not in the config)."""
+    what it costs and where its results are: `# budget: ...` and `# results: docs/<page>.md, "<a
+    heading of that page>"` (the figures themselves live in the docs, not in the config)."""
     text = (ROOT / "conf/experiment" / f"{experiment}.yaml").read_text()
     assert text.startswith("# @package _global_\n")
     assert "\n# budget: " in text
-    (section,) = re.findall(r'\n# results: README, "([^"]+)"\n', text)
-    headings = re.findall(r"(?m)^## (.+)$", (ROOT / "README.md").read_text())
-    assert any(heading.startswith(section) for heading in headings), section
+    ((page, section),) = re.findall(r'\n# results: (docs/[\w/]+\.md), "([^"]+)"\n', text)
+    headings = re.findall(r"(?m)^#+ (.+)$", (ROOT / page).read_text())
+    assert any(heading.startswith(section) for heading in headings), (page, section)
     cfg = make_cfg(f"experiment={experiment}")
     assert cfg.task_name == experiment and cfg.tags and isinstance(cfg.seed, int)
 
