@@ -10,13 +10,13 @@ VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 PY := $(VENV)/bin/python
 LOCK := requirements.lock
 # what `make install` installs, and what the lock covers
-EXTRAS := dev
-LOCK_EXTRAS := dev,bench
+EXTRAS := dev,docs,mlflow
+LOCK_EXTRAS := dev,bench,docs,mlflow
 # the environment of `make test-latest` and `make lock`, made anew each time
 LATEST ?= .venv-latest
 ARGS ?=
 
-.PHONY: install data train test test-slow test-all test-latest latest-env lock lint bench mutation
+.PHONY: install data train test test-slow test-all test-latest latest-env lock lint docs bench mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,10 +58,14 @@ test-latest: latest-env
 lock: latest-env
 	$(LATEST)/bin/python scripts/check_lock.py --write $(LOCK)
 
+# the documentation site in site/; --strict: every link, figure and page resolves
+docs: install
+	$(PY) -m mkdocs build --strict --site-dir site
+
 lint:
 	$(PY) -m ruff check .
 
-# mutation score of the default suite per package (hours on 2 cores; README, "Testing")
+# mutation score of the default suite per package (hours on 2 cores; docs/testing.md)
 MUTATE ?= models losses data utils metrics
 mutation: install
 	$(PY) scripts/mutation.py --packages $(MUTATE)

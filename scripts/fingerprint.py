@@ -36,7 +36,7 @@ SHORT = [
     "trainer.num_sanity_val_steps=0",
     "trainer.log_every_n_steps=1",
     "++trainer.val_check_interval=1.0",
-    "logger=many",
+    "logger=[tensorboard,csv]",
     "callbacks.rich_progress_bar=null",
 ]
 

@@ -27,9 +27,10 @@ from src.utils.checkpoint import AtomicCheckpointIO, read_checkpoint
 from src.utils.config import check_groups, check_top_level
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate, instantiate_callbacks, instantiate_loggers
-from src.utils.resume import requeued_checkpoint, resumed_run
+from src.utils.resume import check_budget, requeued_checkpoint, resumed_run
 from src.utils.run import apply_extras, log_final_hparams, save_metrics, scalar_metrics
 from src.utils.status import write_status
+from src.utils.tracking import continue_trackers, record_trackers, require_logger_packages
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +142,6 @@ def checkpoint_to_test(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
     return checkpoint.best_model_path or None
 
 
-def continue_tensorboard(cfg: DictConfig, step: int) -> None:
-    """A resumed run writes into the same TensorBoard run; the events the interrupted run wrote
-    after its checkpoint's step are hidden (SummaryWriter's purge_step), not shown twice."""
-    for node in (cfg.get("logger") or {}).values():
-        if str(node.get("_target_", "")).endswith("TensorBoardLogger"):
-            with open_dict(node):
-                node.purge_step = step
-
-
 def run_callbacks(cfg: DictConfig, out: str | None, model_kwargs: dict) -> list[pl.Callback]:
     """The configured callbacks, then those every run has: the config in each checkpoint, exact
     mid-epoch resume, a divergence guard (unbounded, so it stops on NaN or inf only, unless the
@@ -211,6 +203,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
     out = output_dir()
     check_top_level(cfg, "train")
     check_groups(cfg, ("data", "loss", "model", "trainer", "callbacks", "logger"))
+    require_logger_packages(cfg)
     if cfg.get("test_ckpt", "best") not in ("best", "last"):
         raise UserError(f"test_ckpt={cfg.test_ckpt!r}: choose 'best' (by monitor) or 'last'.")
     apply_extras(cfg, out)
@@ -218,16 +211,20 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
     if not ckpt_path and (ckpt_path := requeued_checkpoint(out)):
         log.info(f"SLURM requeued this job: it goes on from {ckpt_path}")
     resumed = bool(ckpt_path and resumed_run(cfg.get("resume"), ckpt_path))
-    if ckpt_path:
-        step = int(read_checkpoint(ckpt_path).get("global_step", 0))
-        if resumed:
-            log.info(f"resuming {ckpt_path} in {out}")
-            continue_tensorboard(cfg, step)
+    resumed_step = None
+    if ckpt_path and resumed:
+        checkpoint = read_checkpoint(ckpt_path)
+        if cfg.get("train"):
+            check_budget(checkpoint, cfg.trainer.get("max_epochs"))
+        resumed_step = int(checkpoint.get("global_step", 0))
+        log.info(f"resuming {ckpt_path} in {out}")
+    continue_trackers(cfg, out, resumed_step)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
     callbacks = run_callbacks(cfg, out, data_model_kwargs(datamodule))
     loggers = instantiate_loggers(cfg.get("logger"))
+    record_trackers(loggers, out)
     point_ddp_processes_at_this_job()
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,

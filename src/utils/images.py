@@ -1,11 +1,12 @@
-"""Send image grids, matplotlib figures and text to every TensorBoard logger of a trainer."""
+"""Send image grids, matplotlib figures and text to every TensorBoard logger of a trainer, and
+the grids and figures to every MLflow logger too (as the run's images and artifacts)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from torchvision.utils import make_grid
 
 if TYPE_CHECKING:
@@ -17,11 +18,19 @@ def _tensorboards(trainer: pl.Trainer) -> list[TensorBoardLogger]:
     return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
+def _mlflows(trainer: pl.Trainer) -> list[MLFlowLogger]:
+    return [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger) and lg.run_id]
+
+
 def log_image_grid(trainer: pl.Trainer, tag: str, images: torch.Tensor, nrow: int = 8) -> None:
     """Log a (N, C, H, W) batch in [0, 1] as one grid image at the current global step."""
     grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2)
     for lg in _tensorboards(trainer):
         lg.experiment.add_image(tag, grid, global_step=trainer.global_step)
+    if mlflows := _mlflows(trainer):
+        pixels = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        for lg in mlflows:
+            lg.experiment.log_image(lg.run_id, pixels, key=tag, step=trainer.global_step)
 
 
 def log_figure(trainer: pl.Trainer, tag: str, figure: Figure) -> None:
@@ -30,6 +39,9 @@ def log_figure(trainer: pl.Trainer, tag: str, figure: Figure) -> None:
 
     for lg in _tensorboards(trainer):
         lg.experiment.add_figure(tag, figure, global_step=trainer.global_step, close=False)
+    for lg in _mlflows(trainer):
+        name = f"figures/{tag}/step_{trainer.global_step:07d}.png"
+        lg.experiment.log_figure(lg.run_id, figure, name)
     plt.close(figure)
 
 
@@ -46,4 +58,5 @@ def log_text(trainer: pl.Trainer, tag: str, text: str) -> None:
 
 
 def has_image_logger(trainer: pl.Trainer) -> bool:
-    return bool(_tensorboards(trainer)) and not trainer.sanity_checking
+    loggers = _tensorboards(trainer) or _mlflows(trainer)
+    return bool(loggers) and not trainer.sanity_checking

@@ -24,6 +24,7 @@ from src.utils.files import write_json
 from src.utils.run_folder import RunFolder
 from src.utils.status import read_status
 from src.utils.sweep import not_run_message
+from src.utils.tracking import new_params
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,11 @@ def report_run_dir(cfg: DictConfig) -> None:
     loggers = [n for n in (cfg.get("logger") or {}).values() if isinstance(n, DictConfig)]
     if any(str(n.get("_target_", "")).endswith("TensorBoardLogger") for n in loggers):
         print(f"open it in TensorBoard: tensorboard --logdir {out}")
+    for node in loggers:
+        if str(node.get("_target_", "")).endswith("MLFlowLogger"):
+            uri = str(node.get("tracking_uri"))
+            server = uri.startswith(("http://", "https://"))
+            print(f"open it in MLflow: {uri if server else f'mlflow ui --backend-store-uri {uri}'}")
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -191,5 +197,5 @@ def log_final_hparams(loggers: list[Logger], cfg: DictConfig, metrics: Mapping[s
         if isinstance(lg, TensorBoardLogger):  # the HPARAMS tab: parameters next to results
             lg.log_hyperparams(params, metrics=final)
         else:
-            lg.log_hyperparams(params)
+            lg.log_hyperparams(new_params(lg, params))
         lg.finalize("success")
