@@ -126,7 +126,7 @@ def configure(target: Path, packages: list[str]) -> None:
         f'source_paths = ["{PACKAGE}/"]\n'
         f"only_mutate = [{only}]\n"
         'also_copy = ["conf/", "scripts/", "assets/", "docs/", "train.py", "eval.py", '
-        '"requirements.lock", "README.md", "Makefile"]\n'
+        '"requirements.lock", "README.md", "Makefile", "mkdocs.yml"]\n'
         'pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider"]\n'
     )
     pyproject.write_text(text)
