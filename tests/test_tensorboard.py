@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -105,22 +110,14 @@ def _get_json(url: str) -> dict:
         return json.loads(response.read())
 
 
-@pytest.mark.slow
-def test_tensorboard_serves_the_run_over_http(run_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def served(run_dir: Path) -> Iterator[str]:
+    """A real TensorBoard server on the trained run, once it lists the run's scalars."""
     port = _free_port()
     server = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(run_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--load_fast",
-            "false",
+            *(sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir)),
+            *("--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -137,10 +134,115 @@ def test_tensorboard_serves_the_run_over_http(run_dir: Path) -> None:
                 pass
             time.sleep(1)
         assert scalars.get("tensorboard", {}).keys() >= SCALARS, scalars
-        images = _get_json(f"{base}/data/plugin/images/tags")
-        assert images["tensorboard"].keys() >= IMAGES
-        series = _get_json(f"{base}/data/plugin/scalars/scalars?run=tensorboard&tag=val/nelbo")
-        assert len(series) == 2
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_run_over_http(served: str) -> None:
+    images = _get_json(f"{served}/data/plugin/images/tags")
+    assert images["tensorboard"].keys() >= IMAGES
+    series = _get_json(f"{served}/data/plugin/scalars/scalars?run=tensorboard&tag=val/nelbo")
+    assert len(series) == 2
+
+
+def _chromedriver() -> str:
+    """Debian's chromedriver, installed with chromium when missing and allowed (root, apt-get);
+    otherwise the test fails and says what to install, so a missing browser is never green."""
+    if shutil.which("chromedriver") is None and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=900)
+            subprocess.run(install, env=env, capture_output=True, timeout=900)
+    found = shutil.which("chromedriver")
+    if found is None or shutil.which("chromium") is None:
+        pytest.fail("this test needs Debian's chromium and chromium-driver: apt-get install them")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless chromium driven by selenium."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.add_argument("--window-size=1400,1000")
+    options.binary_location = shutil.which("chromium") or ""
+    driver = webdriver.Chrome(service=Service(_chromedriver()), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# every element matching a selector, inside shadow roots too (TensorBoard's Polymer dashboards)
+DEEP_IMAGES = """
+function deep(root, out) {
+  root.querySelectorAll('img').forEach(e => out.push(e));
+  root.querySelectorAll('*').forEach(e => { if (e.shadowRoot) deep(e.shadowRoot, out); });
+  return out;
+}
+return deep(document, []).map(e => [e.getAttribute('src') || '', e.naturalWidth]);
+"""
+
+
+def _page(browser: Any, url: str, ready: Callable[[Any], Any], shot: Path) -> str:
+    """Open `url`, wait (up to 60 s) until `ready(browser)`, save a screenshot; the page's text."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    try:
+        WebDriverWait(browser, 60, poll_frequency=0.5).until(ready)
+    finally:
+        browser.save_screenshot(str(shot))
+    return browser.find_element("tag name", "body").text
+
+
+@pytest.mark.slow
+def test_tensorboard_as_a_person_sees_it_in_a_real_browser(
+    served: str, browser: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The scalars tab lists the run's train/, val/ and test/ tags, the images tab shows the
+    image grids (loaded: a natural width), the HPARAMS tab lists the run with its config and final
+    metrics. Screenshots of each tab are saved (the test's temporary folder, or
+    $KX_SCREENSHOTS)."""
+    shots = Path(os.environ.get("KX_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    wanted = {"train/nelbo_step", "train/kl", "val/nelbo", "val/recon", "test/nelbo"}
+
+    def body(driver: Any) -> str:
+        return driver.find_element("tag name", "body").text
+
+    text = _page(
+        browser,
+        f"{served}/#scalars&tagFilter={urllib.parse.quote('^(train|val|test)/')}",
+        lambda d: all(tag in body(d) for tag in wanted),
+        shots / "scalars.png",
+    )
+    assert wanted <= set(text.split())
+
+    def loaded(driver: Any) -> list:
+        found = driver.execute_script(DEEP_IMAGES)
+        return [src for src, width in found if "individualImage" in src and width > 0]
+
+    _page(
+        browser, f"{served}/#images", lambda d: len(loaded(d)) >= len(IMAGES), shots / "images.png"
+    )
+    text = body(browser)
+    assert all(tag in text for tag in IMAGES)
+
+    hparams = ("model/latent/dim", "final/val/nelbo", "final/test/iwae_nll")
+    text = _page(
+        browser,
+        f"{served}/#hparams",
+        lambda d: all(name in body(d) for name in hparams),
+        shots / "hparams.png",
+    )
+    assert "Hyperparameters" in text and all(name in text for name in hparams)
+    assert all((shots / f"{tab}.png").stat().st_size > 10_000 for tab in ("scalars", "images"))
