@@ -92,6 +92,10 @@ def test_continue_trackers_names_the_mlflow_run_after_its_directory_and_reuses_i
     given = _cfg(mlflow={"_target_": ML, "run_id": "given"})
     continue_trackers(given, str(out), resumed_step=40)
     assert given.logger.mlflow.run_id == "given"  # an explicit run id wins
+    nulled = _cfg(tb=None, mlflow={"_target_": ML})  # logger.tb=null on the command line
+    continue_trackers(nulled, str(out), resumed_step=40)
+    require_logger_packages(nulled)
+    assert nulled.logger.tb is None and nulled.logger.mlflow.run_id == "abc123"
 
 
 def test_a_run_directory_records_its_mlflow_run_and_a_second_logger_continues_it(

@@ -24,7 +24,7 @@ from src.utils.files import write_json
 from src.utils.run_folder import RunFolder
 from src.utils.status import read_status
 from src.utils.sweep import not_run_message
-from src.utils.tracking import new_params
+from src.utils.tracking import logger_nodes, new_params
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +137,12 @@ def report_run_dir(cfg: DictConfig) -> None:
         return
     out = HydraConfig.get().runtime.output_dir
     print(f"run directory: {out}")
-    loggers = [n for n in (cfg.get("logger") or {}).values() if isinstance(n, DictConfig)]
-    if any(str(n.get("_target_", "")).endswith("TensorBoardLogger") for n in loggers):
+    if logger_nodes(cfg, "TensorBoardLogger"):
         print(f"open it in TensorBoard: tensorboard --logdir {out}")
-    for node in loggers:
-        if str(node.get("_target_", "")).endswith("MLFlowLogger"):
-            uri = str(node.get("tracking_uri"))
-            server = uri.startswith(("http://", "https://"))
-            print(f"open it in MLflow: {uri if server else f'mlflow ui --backend-store-uri {uri}'}")
+    for node in logger_nodes(cfg, "MLFlowLogger"):
+        uri = str(node.get("tracking_uri"))
+        server = uri.startswith(("http://", "https://"))
+        print(f"open it in MLflow: {uri if server else f'mlflow ui --backend-store-uri {uri}'}")
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -31,9 +31,15 @@ MLFLOW_RUN_ID = "mlflow_run_id"
 NEEDS = {"MLFlowLogger": ("mlflow", "mlflow")}
 
 
-def _nodes(cfg: DictConfig, class_name: str) -> list[DictConfig]:
+def logger_nodes(cfg: DictConfig, class_name: str) -> list[DictConfig]:
+    """The configured loggers of class `class_name` (by its `_target_`; a logger set to null is
+    none)."""
     nodes = (cfg.get("logger") or {}).values()
-    return [n for n in nodes if str(n.get("_target_", "")).rsplit(".", 1)[-1] == class_name]
+    return [
+        n
+        for n in nodes
+        if isinstance(n, DictConfig) and str(n.get("_target_", "")).rsplit(".", 1)[-1] == class_name
+    ]
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -80,7 +86,7 @@ def _rows_until(path: Path, step: int) -> list[dict[str, str]]:
 def require_logger_packages(cfg: DictConfig) -> None:
     """Refuse, in one line that names the extra, a logger whose package is not installed."""
     for class_name, (module, extra) in NEEDS.items():
-        if _nodes(cfg, class_name) and importlib.util.find_spec(module) is None:
+        if logger_nodes(cfg, class_name) and importlib.util.find_spec(module) is None:
             raise UserError(
                 f"the {class_name} logger needs the {module} package, which is not installed: "
                 f"pip install -e '.[{extra}]' (with --constraint requirements.lock for the "
@@ -94,16 +100,16 @@ def continue_trackers(cfg: DictConfig, out: str | None, resumed_step: int | None
     TensorBoard: when resuming from step `resumed_step`, the events after it are hidden. MLflow:
     the run is named after the run directory, and continues the MLflow run recorded there."""
     if resumed_step is not None:
-        for node in _nodes(cfg, "TensorBoardLogger"):
+        for node in logger_nodes(cfg, "TensorBoardLogger"):
             with open_dict(node):
                 node.purge_step = resumed_step
-        for node in _nodes(cfg, "ResumableCSVLogger"):
+        for node in logger_nodes(cfg, "ResumableCSVLogger"):
             with open_dict(node):
                 node.keep_until_step = resumed_step
     if not out:
         return
     recorded = Path(out, MLFLOW_RUN_ID)
-    for node in _nodes(cfg, "MLFlowLogger"):
+    for node in logger_nodes(cfg, "MLFlowLogger"):
         with open_dict(node):
             node.run_name = node.get("run_name") or Path(out).name
             if recorded.is_file() and not node.get("run_id"):
