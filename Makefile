@@ -10,8 +10,8 @@ VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 PY := $(VENV)/bin/python
 LOCK := requirements.lock
 # what `make install` installs, and what the lock covers
-EXTRAS := dev,docs,mlflow
-LOCK_EXTRAS := dev,bench,docs,mlflow
+EXTRAS := dev,docs,mlflow,wandb
+LOCK_EXTRAS := dev,bench,docs,mlflow,wandb
 # the environment of `make test-latest` and `make lock`, made anew each time
 LATEST ?= .venv-latest
 ARGS ?=

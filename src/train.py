@@ -30,7 +30,12 @@ from src.utils.instantiate import instantiate, instantiate_callbacks, instantiat
 from src.utils.resume import check_budget, requeued_checkpoint, resumed_run
 from src.utils.run import apply_extras, log_final_hparams, save_metrics, scalar_metrics
 from src.utils.status import write_status
-from src.utils.tracking import continue_trackers, record_trackers, require_logger_packages
+from src.utils.tracking import (
+    continue_trackers,
+    finish_tracker_runs,
+    record_trackers,
+    require_logger_packages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +187,14 @@ def point_ddp_processes_at_this_job() -> None:
 @contextmanager
 def isolated_job() -> Iterator[None]:
     """A multirun runs its jobs one after another in one process: each starts with the environment
-    it found and leaves no process group behind (Lightning's DDP launcher sets both)."""
+    it found and leaves no process group (Lightning's DDP launcher sets both) or W&B run behind."""
     environ = dict(os.environ)
+    failed = True
     try:
         yield
+        failed = False
     finally:
+        finish_tracker_runs(failed)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         os.environ.clear()

@@ -1,7 +1,8 @@
-"""End to end with MLflow: `train.py logger=many` (TensorBoard, CSV and MLflow), then `resume=`
-with a larger budget, then a real `mlflow server` on the run's store, read back over its REST API:
-one MLflow run for the run directory, every training step once with the CSV logger's values, the
-config as params, an image and the checkpoint as artifacts."""
+"""End to end with MLflow and W&B: `train.py logger=many` (TensorBoard, CSV, MLflow and W&B
+offline), then `resume=` with a larger budget, then a real `mlflow server` on the run's store, read
+back over its REST API: one MLflow run for the run directory, every training step once with the
+CSV logger's values, the config as params, an image and the checkpoint as artifacts. The W&B
+offline folders are read back from W&B's own run files: one run id, each step once."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_script, write_fake_mnist
+from tests.wandb_offline import read_run
 
 pytestmark = pytest.mark.slow
 
@@ -160,3 +162,36 @@ def test_an_image_and_the_checkpoint_are_artifacts_served_over_http(served) -> N
         if f["path"].endswith(".ckpt")
     ]
     assert "last/last.ckpt" in checkpoints
+
+
+def test_the_resumed_run_continues_its_wandb_run_offline_with_each_step_once(served) -> None:
+    """Offline, each part of the run is its own folder; both carry the run directory's W&B id and
+    name, and together they hold every training step once, with the CSV logger's values."""
+    _, run_dir = served
+    parts = [read_run(f) for f in sorted((run_dir / "wandb").glob("offline-run-*"))]
+    assert len(parts) == 2
+    recorded = (run_dir / "wandb_run_id").read_text().strip()
+    for part in parts:
+        assert (part["id"], part["name"], part["project"]) == (recorded, run_dir.name, "train")
+        assert part["exit_code"] == 0
+        assert part["config"]["model/optimizer/lr"] == 0.001
+        assert part["config"]["data/name"] == "mnist"
+    steps = [
+        [
+            (h["trainer/global_step"], h["train/nelbo_step"])
+            for h in p["history"]
+            if "train/nelbo_step" in h
+        ]
+        for p in parts
+    ]
+    assert [s for s, _ in steps[0]] == [0, 1, 2, 3] and [s for s, _ in steps[1]] == [4, 5, 6, 7]
+    with open(run_dir / "csv" / "metrics.csv") as file:
+        rows = [r for r in csv.DictReader(file) if r.get("train/nelbo_step")]
+    want = {int(r["step"]): float(r["train/nelbo_step"]) for r in rows}
+    got = dict(steps[0] + steps[1])
+    assert got.keys() == want.keys()
+    assert all(abs(got[s] - want[s]) <= 1e-4 * abs(want[s]) for s in want)
+    for part in parts:
+        assert any("test/iwae_nll" in h for h in part["history"])
+    grids = list((run_dir / "wandb").glob("offline-run-*/files/media/images/val/samples_*.png"))
+    assert len(grids) == 2 and all(g.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for g in grids)

@@ -1,12 +1,13 @@
 """Send image grids, matplotlib figures and text to every TensorBoard logger of a trainer, and
-the grids and figures to every MLflow logger too (as the run's images and artifacts)."""
+the grids and figures to every MLflow logger (as the run's images and artifacts) and every W&B
+logger (as media) too."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import torch
-from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from torchvision.utils import make_grid
 
 if TYPE_CHECKING:
@@ -22,15 +23,22 @@ def _mlflows(trainer: pl.Trainer) -> list[MLFlowLogger]:
     return [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger) and lg.run_id]
 
 
+def _wandbs(trainer: pl.Trainer) -> list[WandbLogger]:
+    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+
 def log_image_grid(trainer: pl.Trainer, tag: str, images: torch.Tensor, nrow: int = 8) -> None:
     """Log a (N, C, H, W) batch in [0, 1] as one grid image at the current global step."""
     grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2)
     for lg in _tensorboards(trainer):
         lg.experiment.add_image(tag, grid, global_step=trainer.global_step)
-    if mlflows := _mlflows(trainer):
+    others = _mlflows(trainer), _wandbs(trainer)
+    if any(others):
         pixels = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        for lg in mlflows:
+        for lg in others[0]:
             lg.experiment.log_image(lg.run_id, pixels, key=tag, step=trainer.global_step)
+        for lg in others[1]:
+            lg.log_image(tag, [pixels], step=trainer.global_step)
 
 
 def log_figure(trainer: pl.Trainer, tag: str, figure: Figure) -> None:
@@ -42,6 +50,8 @@ def log_figure(trainer: pl.Trainer, tag: str, figure: Figure) -> None:
     for lg in _mlflows(trainer):
         name = f"figures/{tag}/step_{trainer.global_step:07d}.png"
         lg.experiment.log_figure(lg.run_id, figure, name)
+    for lg in _wandbs(trainer):
+        lg.log_image(tag, [figure], step=trainer.global_step)
     plt.close(figure)
 
 
@@ -58,5 +68,5 @@ def log_text(trainer: pl.Trainer, tag: str, text: str) -> None:
 
 
 def has_image_logger(trainer: pl.Trainer) -> bool:
-    loggers = _tensorboards(trainer) or _mlflows(trainer)
+    loggers = _tensorboards(trainer) or _mlflows(trainer) or _wandbs(trainer)
     return bool(loggers) and not trainer.sanity_checking

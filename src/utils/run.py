@@ -143,6 +143,9 @@ def report_run_dir(cfg: DictConfig) -> None:
         uri = str(node.get("tracking_uri"))
         server = uri.startswith(("http://", "https://"))
         print(f"open it in MLflow: {uri if server else f'mlflow ui --backend-store-uri {uri}'}")
+    for node in logger_nodes(cfg, "QuietWandbLogger") + logger_nodes(cfg, "WandbLogger"):
+        if node.get("offline"):
+            print(f"upload it to W&B: wandb sync {out}/wandb/offline-run-*")
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -4,21 +4,24 @@ resume does not try to change.
 
 TensorBoard continues in the run directory itself (the events written after the checkpoint's step
 are hidden with `purge_step`), and so does `metrics.csv` (`ResumableCSVLogger` keeps its rows up
-to the checkpoint's step, which Lightning's writer would delete). MLflow keeps its run id in
-`<run dir>/mlflow_run_id`: a run directory that has one continues that MLflow run, whatever made
-it go on (`resume=`, a SLURM requeue)."""
+to the checkpoint's step, which Lightning's writer would delete). MLflow and W&B keep their run
+ids in `<run dir>/mlflow_run_id` and `<run dir>/wandb_run_id`: a run directory that has one
+continues that tracker run, whatever made it go on (`resume=`, a SLURM requeue). Offline, each
+part of a resumed W&B run is its own folder under `<run dir>/wandb/`, all with the run's id."""
 
 from __future__ import annotations
 
 import csv
 import importlib.util
 import logging
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from src.utils.errors import UserError
@@ -27,8 +30,13 @@ from src.utils.files import write_atomically
 log = logging.getLogger(__name__)
 
 MLFLOW_RUN_ID = "mlflow_run_id"
+WANDB_RUN_ID = "wandb_run_id"
 # a logger's class name: (the module it imports, the extra of pyproject.toml that installs it)
-NEEDS = {"MLFlowLogger": ("mlflow", "mlflow")}
+NEEDS = {
+    "MLFlowLogger": ("mlflow", "mlflow"),
+    "WandbLogger": ("wandb", "wandb"),
+    "QuietWandbLogger": ("wandb", "wandb"),
+}
 
 
 def logger_nodes(cfg: DictConfig, class_name: str) -> list[DictConfig]:
@@ -74,6 +82,35 @@ class ResumableCSVLogger(CSVLogger):
         return writer
 
 
+class QuietWandbLogger(WandbLogger):
+    """Lightning's WandbLogger without the `anonymous` setting it always passes, which W&B (0.31
+    here) answers with a warning on every run: the setting no longer does anything. `id` is the
+    W&B run id, and `resume="allow"` continues that run."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        save_dir: str = ".",
+        version: str | None = None,
+        offline: bool = False,
+        project: str | None = None,
+        log_model: bool | str = False,
+        id: str | None = None,
+        resume: str | None = None,
+    ) -> None:
+        super().__init__(
+            name=name,
+            save_dir=save_dir,
+            version=version,
+            offline=offline,
+            project=project,
+            log_model=log_model,
+            id=id,
+            resume=resume,
+        )
+        self._wandb_init.pop("anonymous", None)
+
+
 def _rows_until(path: Path, step: int) -> list[dict[str, str]]:
     """The rows of a metrics.csv logged at `step` or before (none without the file)."""
     if not path.is_file():
@@ -115,14 +152,43 @@ def continue_trackers(cfg: DictConfig, out: str | None, resumed_step: int | None
             if recorded.is_file() and not node.get("run_id"):
                 node.run_id = recorded.read_text().strip()
                 log.info(f"MLflow: continuing run {node.run_id}")
+    recorded = Path(out, WANDB_RUN_ID)
+    for node in _wandb_nodes(cfg):
+        with open_dict(node):
+            node.name = node.get("name") or Path(out).name
+            if recorded.is_file() and not node.get("id"):
+                node.id = recorded.read_text().strip()
+                node.resume = "allow"
+                log.info(f"W&B: continuing run {node.id}")
+
+
+def _wandb_nodes(cfg: DictConfig) -> list[DictConfig]:
+    return logger_nodes(cfg, "WandbLogger") + logger_nodes(cfg, "QuietWandbLogger")
 
 
 def record_trackers(loggers: list[Logger], out: str | None) -> None:
-    """Write down this run directory's MLflow run (made now if it does not exist yet)."""
+    """Write down this run directory's MLflow and W&B runs (made now if they do not exist yet;
+    by the process of rank 0, the one that logs)."""
+    if not out or rank_zero_only.rank != 0:
+        return
     for lg in loggers:
-        if out and isinstance(lg, MLFlowLogger) and lg.run_id:
-            line = f"{lg.run_id}\n".encode()
-            write_atomically(Path(out, MLFLOW_RUN_ID), lambda file, line=line: file.write(line))
+        if isinstance(lg, MLFlowLogger) and lg.run_id:
+            _record(Path(out, MLFLOW_RUN_ID), lg.run_id)
+        elif isinstance(lg, WandbLogger):
+            _record(Path(out, WANDB_RUN_ID), lg.experiment.id)
+
+
+def _record(path: Path, run_id: str) -> None:
+    line = f"{run_id}\n".encode()
+    write_atomically(path, lambda file: file.write(line))
+
+
+def finish_tracker_runs(failed: bool) -> None:
+    """End the process's W&B run, if one is open: W&B keeps one run per process, and the next job
+    of a multirun (run in the same process) would otherwise log into it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)
 
 
 def new_params(lg: Logger, params: Mapping[str, Any]) -> dict[str, Any]:
