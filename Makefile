@@ -75,3 +75,4 @@ bench:
 	$(PY) scripts/bench_data.py
 	$(PY) scripts/bench_crf.py
 	$(PY) scripts/bench_capsule.py
+	$(PY) scripts/bench_compile.py

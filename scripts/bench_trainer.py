@@ -100,8 +100,11 @@ class StepTimer(pl.Callback):
         return steps / (self.end - self.start), steps / (self.last_batch_end - self.start)
 
 
-def compose_config(overrides: list[str], steps: int, output_dir: str) -> DictConfig:
-    """The training config as `python train.py` would see it, with validation and test off."""
+def compose_config(
+    overrides: list[str], steps: int, output_dir: str, defaults: list[str] = DEFAULT_OVERRIDES
+) -> DictConfig:
+    """The training config as `python train.py` would see it (`defaults`, then `overrides`), with
+    validation and test off."""
     bench = [
         "train=true",
         "test=false",
@@ -110,7 +113,7 @@ def compose_config(overrides: list[str], steps: int, output_dir: str) -> DictCon
         "trainer.limit_val_batches=0",
         "trainer.num_sanity_val_steps=0",
     ]
-    cfg = compose_run_config([*DEFAULT_OVERRIDES, *overrides, *bench], output_dir)
+    cfg = compose_run_config([*defaults, *overrides, *bench], output_dir)
     with open_dict(cfg):
         # no validation, so no val metric: early stopping must not insist on one
         if OmegaConf.select(cfg, "callbacks.early_stopping._target_"):

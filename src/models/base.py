@@ -4,6 +4,11 @@ deterministic evaluation noise, and the check that the chosen loss plugin fits t
 A new model subclasses `BaseModule`, sets `loss_task`, implements `shared_step` and calls
 `self.save_hparams()` in its constructor. `monitor` and `monitor_mode` name its headline metric, one
 it logs itself: what a run checkpoints and stops on when the config says `monitor: model`.
+
+A model that names its networks in `compiled` can offer a `compile` argument (`model.compile=true`):
+those networks go through `torch.compile` in place (`nn.Module.compile`), so their weights keep
+their names and checkpoints load across compiled and uncompiled models either way; the `_orig_mod.`
+names that a `torch.compile(net)` wrapper writes are read too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities.parsing import collect_init_args
 from torch import nn
 
+from src.utils.checkpoint import uncompiled_names
 from src.utils.errors import UserError
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -27,6 +33,8 @@ class BaseModule(LightningModule):
     loss_task: str = ""
     monitor: str = "val/loss"
     monitor_mode: str = "min"
+    # the attributes holding the networks that `compile=True` compiles
+    compiled: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -34,8 +42,12 @@ class BaseModule(LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         eval_seed: int = 0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
+        if compile and not self.compiled:
+            raise UserError(f"{type(self).__name__} names no network to compile: drop compile.")
+        self.compile_networks, self._networks_compiled = compile, False
         task = getattr(loss, "task", None)
         if task != self.loss_task:
             raise UserError(
@@ -67,6 +79,16 @@ class BaseModule(LightningModule):
 
     def shared_step(self, batch: Any, batch_idx: int, stage: str) -> torch.Tensor:
         raise NotImplementedError
+
+    def configure_model(self) -> None:
+        """Compile the `compiled` networks, once, when a trainer first runs the model."""
+        if self.compile_networks and not self._networks_compiled:
+            for name in self.compiled:
+                getattr(self, name).compile()
+            self._networks_compiled = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = uncompiled_names(checkpoint["state_dict"])
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, batch_idx, "train")

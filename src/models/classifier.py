@@ -17,6 +17,7 @@ class Classifier(BaseModule):
     loss_task = "classification"
     monitor = "val/acc"
     monitor_mode = "max"
+    compiled = ("net",)
 
     def __init__(
         self,
@@ -25,8 +26,9 @@ class Classifier(BaseModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         eval_seed: int = 0,
+        compile: bool = False,
     ) -> None:
-        super().__init__(loss, optimizer, scheduler, eval_seed)
+        super().__init__(loss, optimizer, scheduler, eval_seed, compile)
         self.save_hparams(logger=False)
         self.net = net
 

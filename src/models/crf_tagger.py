@@ -49,6 +49,7 @@ class CRFTagger(BaseModule):
     loss_task = "tagging"
     monitor = "val/f1"
     monitor_mode = "max"
+    compiled = ("encoder",)
 
     def __init__(
         self,
@@ -69,8 +70,9 @@ class CRFTagger(BaseModule):
         scheme: str | None = None,
         chars: list[str] | None = None,
         eval_seed: int = 0,
+        compile: bool = False,
     ) -> None:
-        super().__init__(loss, optimizer, scheduler, eval_seed)
+        super().__init__(loss, optimizer, scheduler, eval_seed, compile)
         if not vocab or not tags:
             raise UserError(
                 "the tagger takes its vocabulary and tags from a tagging data module: use "

@@ -31,6 +31,7 @@ class MultiItemClassifier(BaseModule):
     loss_task = "multi_item"
     monitor = "val/acc"
     monitor_mode = "max"
+    compiled = ("net",)
 
     def __init__(
         self,
@@ -41,8 +42,9 @@ class MultiItemClassifier(BaseModule):
         decoder: nn.Module | None = None,
         n_classes: PositiveInt = 10,
         eval_seed: int = 0,
+        compile: bool = False,
     ) -> None:
-        super().__init__(loss, optimizer, scheduler, eval_seed)
+        super().__init__(loss, optimizer, scheduler, eval_seed, compile)
         self.save_hparams()
         self.net, self.decoder, self.n_classes = net, decoder, n_classes
 

@@ -30,6 +30,7 @@ NetFactory = Callable[..., nn.Module]
 class VAE(BaseModule):
     loss_task = "vae"
     monitor = "val/nelbo"
+    compiled = ("encoder", "decoder")
 
     def __init__(
         self,
@@ -42,8 +43,9 @@ class VAE(BaseModule):
         image_shape: Sequence[int] = (1, 28, 28),
         iwae_samples: NonNegativeInt = 100,
         eval_seed: int = 0,
+        compile: bool = False,
     ) -> None:
-        super().__init__(loss, optimizer, scheduler, eval_seed)
+        super().__init__(loss, optimizer, scheduler, eval_seed, compile)
         self.save_hparams(logger=False)
         self.latent = latent
         self.encoder = encoder(image_shape=image_shape, out_dim=latent.param_dim)

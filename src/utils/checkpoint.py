@@ -5,8 +5,9 @@ resume). What makes a run resumable mid-epoch is `src.data.resumable` (the loade
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,17 @@ def read_checkpoint(ckpt_path: str | Path, trusted: Sequence[str] = ()) -> dict[
         raise UserError(
             f"{path} holds no model weights (no state_dict): it is not a Lightning checkpoint."
         )
+    ckpt["state_dict"] = uncompiled_names(ckpt["state_dict"])
     check_plain_data(ckpt.get("model_kwargs", {}), str(path), "model_kwargs")
     if "run_config" in ckpt:
         check_run_config(ckpt["run_config"], f"{path}: run_config", trusted)
     return ckpt
+
+
+def uncompiled_names(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The weights under their module's own names: a network wrapped by `torch.compile(net)`
+    saves `net._orig_mod.weight` for `net.weight`."""
+    return {re.sub(r"(?<![^.])_orig_mod\.", "", name): value for name, value in state_dict.items()}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
