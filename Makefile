@@ -2,7 +2,8 @@
 #   make train   installs the locked versions, then trains the default model (VAE on Fashion-MNIST)
 #   make test    installs the locked versions, then runs the default test suite
 # They install into the active virtual environment, else into .venv (made here); VENV=<dir> picks
-# another. `make train ARGS="trainer.max_epochs=1"` passes arguments to train.py.
+# another. `make train ARGS="trainer.max_epochs=1"` passes arguments to train.py, and
+# `make test ARGS="-x tests/test_docs.py"` to pytest.
 # requirements.lock holds the exact versions the suite last passed with; `make lock` re-resolves
 # the newest compatible ones and rewrites it, `make test-latest` tests them without touching it.
 PYTHON ?= python3
@@ -37,7 +38,7 @@ train: install
 	$(PY) train.py $(ARGS)
 
 test: install
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 test-slow: install
 	$(PY) -m pytest -m slow

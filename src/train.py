@@ -79,12 +79,18 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
 
 def check_data_fits(model: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
     """The model reads examples of the shape the data gives, when both declare one
-    (`example_shape`); a model config never chooses its data, so a mismatch is named here."""
+    (`example_shape`, where None is any size); a model config never chooses its data, so a
+    mismatch is named here."""
     wanted = getattr(model, "example_shape", None)
     given = getattr(datamodule, "example_shape", None)
-    if wanted is not None and given is not None and tuple(wanted) != tuple(given):
+    if wanted is None or given is None:
+        return
+    if len(wanted) != len(given) or any(
+        w not in (None, g) for w, g in zip(wanted, given, strict=False)
+    ):
+        shape = ", ".join("any" if w is None else str(w) for w in wanted)
         raise UserError(
-            f"{type(model).__name__} reads examples of shape {list(wanted)}, but "
+            f"{type(model).__name__} reads examples of shape [{shape}], but "
             f"{type(datamodule).__name__} gives {list(given)}: choose data=<a config in conf/data "
             "with that shape> (data=toy2d for 2-d points), or an experiment that pairs this model "
             "with its data (conf/experiment)."

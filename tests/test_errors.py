@@ -207,3 +207,31 @@ def test_a_model_and_data_that_do_not_fit_together_are_named(make_cfg) -> None:
     with pytest.raises(UserError, match=re.escape("gives [1, 56, 28]")):
         build(make_cfg("model=vae", "data.pairs_train=true"))
     build(make_cfg("model=multilabel_cnn", "data.pairs_train=true"))  # reads any image size
+
+
+@pytest.mark.parametrize(
+    ("overrides", "wanted"),
+    [
+        (["model=classifier", "model.net.in_channels=3"], "[3, 28, 28]"),
+        (["model=classifier", "model.net.image_size=32"], "[1, 32, 32]"),
+        (["model=capsnet", "model.net.image_shape=[1,32,32]", "loss=margin"], "[1, 32, 32]"),
+        (["model=capsnet_small", "model.net.in_channels=3", "loss=margin"], "[3, any, any]"),
+        (["model=cnn_sigmoid", "model.net.in_channels=3", "loss=margin"], "[3, any, any]"),
+        (["model=capsnet", "data.pairs_train=true", "loss=margin"], "[1, 28, 28]"),
+    ],
+)
+def test_a_classifier_whose_net_does_not_fit_the_images_is_named(
+    make_cfg, overrides: list[str], wanted: str
+) -> None:
+    """The classifiers read the shape their network declares (a None side: any size)."""
+    name = "Classifier" if overrides[0] == "model=classifier" else "MultiItemClassifier"
+    with pytest.raises(UserError, match=re.escape(f"{name} reads examples of shape {wanted}, but")):
+        build(make_cfg(*overrides))
+
+
+def test_classifiers_that_fit_their_images_build(make_cfg) -> None:
+    """Any size where the network pools globally; the given size where it does not."""
+    build(make_cfg("model=classifier"))
+    build(make_cfg("model=capsnet", "loss=margin"))
+    for model in ("capsnet_small", "cnn_sigmoid"):
+        build(make_cfg(f"model={model}", "data.pairs_train=true", "loss=margin"))

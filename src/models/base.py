@@ -60,10 +60,11 @@ class BaseModule(LightningModule):
         self.eval_seed = eval_seed
 
     @property
-    def example_shape(self) -> tuple[int, ...] | None:
+    def example_shape(self) -> tuple[int | None, ...] | None:
         """The shape of one example the model reads, which `src.train` checks against the data's
-        before anything runs; None: any shape, or examples that are not fixed-shape tensors."""
-        return None
+        before anything runs (a None dimension: any size); by default the `example_shape` its
+        `net` declares. None: any shape, or examples that are not fixed-shape tensors."""
+        return getattr(getattr(self, "net", None), "example_shape", None)
 
     def save_hparams(self, logger: bool = True, ignore: Sequence[str] = ()) -> None:
         """Lightning's `save_hyperparameters` for the calling constructor (and those of the

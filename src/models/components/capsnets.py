@@ -53,6 +53,7 @@ class SmallCapsNet(nn.Module):
         detach_iterations: bool = False,
     ) -> None:
         super().__init__()
+        self.example_shape = (in_channels, None, None)  # any image size
         self.backbone = small_backbone(in_channels, width)
         self.primary = PrimaryCapsules(2 * width, kernel_size=None)
         self.routing = Routing(
@@ -89,6 +90,7 @@ class SabourCapsNet(nn.Module):
         detach_iterations: bool = False,
     ) -> None:
         super().__init__()
+        self.example_shape = tuple(image_shape)
         c, h, w = image_shape
         self.conv = nn.Sequential(nn.Conv2d(c, conv_channels, 9), nn.ReLU())
         self.primary = PrimaryCapsules(conv_channels, primary_dim, n_maps, 9, 2, squash_constant)
@@ -117,6 +119,7 @@ class CNNLogits(nn.Module):
         self, in_channels: PositiveInt = 1, n_classes: PositiveInt = 10, width: PositiveInt = 64
     ) -> None:
         super().__init__()
+        self.example_shape = (in_channels, None, None)  # any image size
         self.backbone = small_backbone(in_channels, width)
         self.head = nn.Linear(2 * width, n_classes)
 

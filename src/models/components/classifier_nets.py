@@ -35,6 +35,7 @@ class ConvClassifierNet(nn.Module):
         image_size: PositiveInt = 28,
     ) -> None:
         super().__init__()
+        self.example_shape = (in_channels, image_size, image_size)
         self.feature_dim = feature_dim
         side = image_size // 4
         self.trunk = nn.Sequential(
