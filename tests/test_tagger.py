@@ -11,6 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from scripts.tag import main as tag_main
 from src.data.corpora import write_conll
 from src.models.components.crf import CRF
 from src.models.components.tagging import SoftmaxHead
@@ -126,7 +127,9 @@ def test_learns_a_synthetic_conll_ner_task(tmp_path: Path) -> None:
         assert metrics[key] >= 0.95, (key, metrics)
 
 
-def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path) -> None:
+def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path, capsys) -> None:
+    """eval.py and tag.py (one run in a fresh interpreter; its other formats and its refusal in
+    this one, through the same `main`)."""
     cfg = make_cfg(
         "model=crf_tagger",
         "data=people_daily",
@@ -149,15 +152,17 @@ def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and "".join(lines[0].split()) == "迈向充满希望的新世纪。"
-    tagged = run_script("scripts/tag.py", f"ckpt_path={ckpt_path}", f"text={text}", "format=tags")
-    pairs = [pair.split("/") for pair in tagged.stdout.split()]
+    capsys.readouterr()
+    tag_main([f"ckpt_path={ckpt_path}", f"text={text}", "format=tags"])
+    pairs = [pair.split("/") for pair in capsys.readouterr().out.split()]
     assert [c for c, _ in pairs] == list(text)
     # constrained decoding: a word starts with B or S and ends with E or S
     tags = "".join(t for _, t in pairs)
     forbidden = ("BB", "BS", "MB", "MS", "EM", "EE", "SM", "SE")
     assert tags[0] in "BS" and not any(a + b in forbidden for a, b in itertools.pairwise(tags))
-    missing = run_script("scripts/tag.py", f"ckpt_path={ckpt_path}", "--file", "nope.txt")
-    assert missing.returncode == 2 and "nope.txt does not exist" in missing.stderr
+    with pytest.raises(SystemExit) as stopped:
+        tag_main([f"ckpt_path={ckpt_path}", "--file", "nope.txt"])
+    assert stopped.value.code == 2 and "nope.txt does not exist" in capsys.readouterr().err
 
 
 def test_tensorboard_gets_examples_and_the_transition_heatmap(make_cfg, tmp_path: Path) -> None:
