@@ -118,7 +118,7 @@ def main(argv: list[str]) -> None:
         model = load_model(args["ckpt_path"], cfg, ckpt)
         if not isinstance(model, CRFTagger):
             raise UserError(f"{args['ckpt_path']} holds a {type(model).__name__}, not a tagger.")
-        sentences = sentences_from_lines(lines, cfg.data.get("task", "conll"))
+        sentences = sentences_from_lines(lines, model.word_level)
         if cfg.data.get("lowercase"):
             sentences = ([token.lower() for token in s] for s in sentences)
         tagged = tag_stream(model.tag_sentences, sentences, args["window"], args["batch_size"])

@@ -56,7 +56,7 @@ def test_lines_are_read_lazily_and_a_bad_byte_names_its_line(tmp_path: Path) -> 
     path = tmp_path / "in.txt"
     path.write_bytes("好的\n你呢？好\n".encode() + b"caf\xe9\n")
     lines = lines_of(path)
-    sentences = sentences_from_lines(lines, "cws")
+    sentences = sentences_from_lines(lines, words=False)
     assert next(sentences) == ["好", "的"] and next(sentences) == ["你", "呢", "？"]
     assert next(sentences) == ["好"]
     with pytest.raises(UserError, match=r"in\.txt is not UTF-8 text \(line 3: "):

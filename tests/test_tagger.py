@@ -12,7 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.tag import main as tag_main
-from src.data.corpora import write_conll
+from src.data.corpora import sentences_from_text, write_conll
 from src.models.components.crf import CRF
 from src.models.components.tagging import SoftmaxHead
 from src.train import build, train
@@ -196,3 +196,33 @@ def test_a_tagger_needs_tagging_data_and_a_tagging_loss(make_cfg) -> None:
         build(make_cfg("model=vae", "loss=tag_nll"))
     with pytest.raises(UserError, match="vocabulary and tags from a tagging data module"):
         build(make_cfg("model=crf_tagger", "data=fashion_mnist"))
+
+
+@pytest.mark.parametrize("word_level", [True, False])
+def test_a_conll_corpus_of_words_or_of_characters_reads_raw_text_its_own_way(
+    tmp_path: Path, word_level: bool
+) -> None:
+    """One owner decides whether tokens are words: the data, from the training tokens. A CoNLL
+    file of characters (Chinese NER in CoNLL form) gets a character tagger, which cuts raw text
+    into characters and prints it unspaced; a file of words, whitespace words and spaced text."""
+    if word_level:
+        sentences = [(["John", "lives", "in", "Paris"], ["B-PER", "O", "O", "B-LOC"])] * 4
+    else:
+        sentences = [(list("张三住在北京"), ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC"])] * 4
+    path = tmp_path / "corpus.conll"
+    write_conll(sentences, path)
+    cfg = compose_config(
+        [
+            "model=crf_tagger",
+            "data=conll",
+            *(f"data.{split}_file={path}" for split in ("train", "val", "test")),
+        ],
+        tmp_path / "run",
+    )
+    _, model = build(cfg)
+    assert model.word_level is word_level
+    raw = "John lives in Paris" if word_level else "张三 住在北京"
+    (tokens,) = sentences_from_text(raw, model.word_level)
+    assert tokens == sentences[0][0]
+    shown = model.format(tokens, sentences[0][1])
+    assert shown == ("[John]PER lives in [Paris]LOC" if word_level else "[张三]PER住在[北京]LOC")

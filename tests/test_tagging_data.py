@@ -238,15 +238,13 @@ def test_the_vocabulary_comes_from_training_sentences_only(tmp_path: Path) -> No
     assert tokens.tolist() == [[2, 1]] and tags.tolist() == [[0, 1]] and mask.all()
 
 
-def test_text_becomes_the_tokens_the_task_reads() -> None:
-    chars = sentences_from_text("我 爱北京。你呢？好\n\n  新 年\n", "ner")
+def test_text_becomes_the_tokens_the_tagger_reads() -> None:
+    chars = sentences_from_text("我 爱北京。你呢？好\n\n  新 年\n", words=False)
     assert chars == [list("我爱北京。"), list("你呢？"), ["好"], ["新", "年"]]
-    assert sentences_from_text("我 爱 北京 。 你 呢", "pos") == [
+    assert sentences_from_text("我 爱 北京 。 你 呢", words=True) == [
         ["我", "爱", "北京", "。"],
         ["你", "呢"],
     ]
-    with pytest.raises(UserError, match="unknown task"):
-        sentences_from_text("x", "sentiment")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,8 +37,6 @@ CORPUS_FILES = {"cws": "seg/data.txt", "ner": "tag/199801.txt", "pos": "tag/1998
 SCHEMES = {"cws": ("BMES",), "ner": ("BIO", "BIOES"), "pos": (None,)}  # the first is the default
 ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 CWS_TAGS = frozenset("BMES")
-# how each task's model sees text: characters or whitespace-separated words
-TOKENS = {"cws": "chars", "ner": "chars", "pos": "words", "conll": "words"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,21 +56,18 @@ def split_sentences(tokens: list[str], tags: list[str]) -> list[Sentence]:
     return [(tokens[a:b], tags[a:b]) for a, b in _sentence_bounds(tokens)]
 
 
-def sentences_from_lines(lines: Iterable[str], task: str) -> Iterator[list[str]]:
-    """Raw text as the task's model reads it, one line at a time: each non-blank line cut after
-    。！？ into token lists of characters (cws, ner; whitespace removed) or of
-    whitespace-separated words."""
-    if task not in TOKENS:
-        raise UserError(f"unknown task {task!r}; available: {', '.join(TOKENS)}.")
-    chars = TOKENS[task] == "chars"
+def sentences_from_lines(lines: Iterable[str], words: bool) -> Iterator[list[str]]:
+    """Raw text as a tagger reads it, one line at a time: each non-blank line cut after 。！？
+    into token lists of whitespace-separated words (`words`, a tagger of words:
+    `CRFTagger.word_level`) or of characters (whitespace removed)."""
     for line in lines:
-        tokens = [c for c in line if not c.isspace()] if chars else line.split()
+        tokens = line.split() if words else [c for c in line if not c.isspace()]
         yield from (tokens[a:b] for a, b in _sentence_bounds(tokens))
 
 
-def sentences_from_text(text: str, task: str) -> list[list[str]]:
+def sentences_from_text(text: str, words: bool) -> list[list[str]]:
     """`sentences_from_lines` of a whole text."""
-    return list(sentences_from_lines(text.splitlines(), task))
+    return list(sentences_from_lines(text.splitlines(), words))
 
 
 # ---------------------------------------------------------------------------------------------

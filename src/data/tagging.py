@@ -144,8 +144,6 @@ class TaggingDataModule(LightningDataModule):
     `(tokens, tags)` sentences of "train", "val" and "test".
     """
 
-    task: str  # how raw text becomes tokens, see `sentences_from_text`
-
     def __init__(self) -> None:
         super().__init__()
         self.splits: dict[str, list[Sentence]] = {}

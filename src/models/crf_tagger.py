@@ -214,10 +214,16 @@ class CRFTagger(BaseModule):
             [self.tags[i] for i in path[: len(s)]] for path, s in zip(paths, sentences, strict=True)
         ]
 
+    @property
+    def word_level(self) -> bool:
+        """Whether its tokens are words rather than characters: the data module, which decides
+        that from the training tokens (`is_word_level`), gives a tagger of words their characters
+        (`chars`)."""
+        return self.chars is not None
+
     def format(self, tokens: list[str], tags: list[str]) -> str:
         """Readable tagged text: words split by spaces, [entities]TYPE, or word/TAG."""
-        join = "" if all(len(t) == 1 for t in tokens) else " "
-        return format_tagged(tokens, tags, self.scheme, join=join)
+        return format_tagged(tokens, tags, self.scheme, join=" " if self.word_level else "")
 
     def _log_metrics(self, stage: str) -> None:
         values = self.metrics[stage].compute()
