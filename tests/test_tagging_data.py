@@ -514,3 +514,11 @@ def test_a_scheme_that_does_not_fit_the_task_names_the_ones_that_do() -> None:
     with pytest.raises(UserError) as refused:
         PeopleDailyDataModule(task="pos", scheme="BIO")
     assert str(refused.value) == "data.scheme=BIO does not fit data.task=pos; use null."
+
+
+def test_pad_ids_pads_with_zero_and_masks_the_real_tokens() -> None:
+    from src.utils.vocabulary import pad_ids
+
+    ids, mask = pad_ids([torch.tensor([3, 4, 5]), torch.tensor([7])])
+    assert ids.tolist() == [[3, 4, 5], [7, 0, 0]]
+    assert mask.tolist() == [[True, True, True], [True, False, False]]

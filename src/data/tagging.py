@@ -59,6 +59,7 @@ from src.utils.vocabulary import (
     encode_chars,
     is_word_level,
     pad_chars,
+    pad_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -110,9 +111,8 @@ def pad_batch(batch: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, 
     """`(tokens, tags, mask)` of shape (B, T), T the longest sentence; ids padded with 0. Items
     with characters add `chars` (B, T, L), L the longest word of the batch."""
     tokens, tags, *chars = zip(*batch, strict=True)
-    lengths = torch.tensor([len(t) for t in tokens])
-    mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
-    padded = pad_sequence(tokens, batch_first=True), pad_sequence(tags, batch_first=True), mask
+    ids, mask = pad_ids(tokens)
+    padded = ids, pad_sequence(tags, batch_first=True), mask
     return (*padded, pad_chars(chars[0], mask.shape[1])) if chars else padded
 
 

@@ -31,7 +31,6 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 
 from src.metrics.spans import SpanF1, format_tagged
 from src.models.base import BaseModule, OptimizerFactory, SchedulerFactory
@@ -39,7 +38,7 @@ from src.models.components.crf import CRF, allowed_transitions
 from src.models.components.tagging import SoftmaxHead
 from src.utils.bounds import PositiveFloat
 from src.utils.errors import UserError
-from src.utils.vocabulary import encode_chars, encode_tokens, pad_chars, read_vectors
+from src.utils.vocabulary import encode_chars, encode_tokens, pad_chars, pad_ids, read_vectors
 
 DATA_KWARGS = ["vocab", "tags", "scheme", "chars"]
 log = logging.getLogger(__name__)
@@ -201,10 +200,8 @@ class CRFTagger(BaseModule):
         """Tag names for each token of each (non-empty) sentence."""
         if not sentences:
             return []
-        ids = [encode_tokens(sentence, self.token_index) for sentence in sentences]
-        tokens = pad_sequence(ids, batch_first=True).to(self.device)
-        lengths = torch.tensor([len(s) for s in sentences], device=self.device)
-        mask = torch.arange(tokens.shape[1], device=self.device) < lengths[:, None]
+        tokens, mask = pad_ids([encode_tokens(s, self.token_index) for s in sentences])
+        tokens, mask = tokens.to(self.device), mask.to(self.device)
         chars = None
         if self.chars:
             rows = [encode_chars(sentence, self.char_index) for sentence in sentences]

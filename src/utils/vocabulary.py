@@ -15,6 +15,7 @@ from itertools import chain
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -114,6 +115,14 @@ def read_vectors(path: str | Path, vocab: Sequence[str]) -> tuple[torch.Tensor, 
         vectors[i] = torch.tensor(values)
         found[i] = True
     return vectors, found
+
+
+def pad_ids(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sentences' (T_i,) ids in one (B, max T_i) tensor padded with 0, and the (B, T) mask of the
+    real tokens."""
+    lengths = torch.tensor([len(r) for r in rows])
+    mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
+    return pad_sequence(rows, batch_first=True), mask
 
 
 def pad_chars(rows: Sequence[torch.Tensor], length: int) -> torch.Tensor:
