@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine (README, "Set-up"):
-#   make train   installs the locked versions, then trains the default model (VAE on Fashion-MNIST)
+#   make train   installs the locked versions of what training needs, then trains the default
+#                model (VAE on Fashion-MNIST)
 #   make test    installs the locked versions, then runs the default test suite
 # They install into the active virtual environment, else into .venv (made here); VENV=<dir> picks
 # another. `make train ARGS="trainer.max_epochs=1"` passes arguments to train.py, and
@@ -17,13 +18,18 @@ LOCK_EXTRAS := dev,bench,docs,mlflow,wandb
 LATEST ?= .venv-latest
 ARGS ?=
 
-.PHONY: install data train test test-slow test-all test-latest latest-env lock lint docs bench mutation
+.PHONY: install install-base data train test test-slow test-all test-latest latest-env lock lint docs bench mutation
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 install: data $(PY)
 	$(PY) -m pip install --quiet --constraint $(LOCK) --editable ".[$(EXTRAS)]"
+	$(PY) scripts/check_lock.py $(LOCK)
+
+# what training needs and no more (no test, docs or tracker extras): `make train`'s install
+install-base: data $(PY)
+	$(PY) -m pip install --quiet --constraint $(LOCK) --editable .
 	$(PY) scripts/check_lock.py $(LOCK)
 
 # Debian ships Fashion-MNIST as a package; elsewhere set data.data_dir or data.download=true.
@@ -34,7 +40,7 @@ data:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "no apt-get: put Fashion-MNIST's IDX files in data/ or pass data.download=true"; fi
 
-train: install
+train: install-base
 	$(PY) train.py $(ARGS)
 
 test: install

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -23,6 +24,16 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(
     not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
 )
+
+
+# a VAE run on write_fake_mnist's images, small enough for a test (add the data_dir and budget)
+TINY_MNIST = [
+    "data=mnist",
+    "data.val_size=100",
+    "data.batch_size=50",
+    "data.eval_batch_size=100",
+    "model.iwae_samples=2",
+]
 
 
 def compose_config(
@@ -46,6 +57,16 @@ def data_for(model: str) -> list[str]:
             if data:
                 return [f"data={data[0]}"]
     return []
+
+
+@pytest.fixture
+def in_run_a(monkeypatch) -> None:
+    """Code that asks Hydra for its run directory gets `/runs/a` (without a Hydra app)."""
+    import src.utils.run as run
+
+    monkeypatch.setattr(run.HydraConfig, "initialized", staticmethod(lambda: True))
+    runtime = SimpleNamespace(runtime=SimpleNamespace(output_dir="/runs/a"))
+    monkeypatch.setattr(run.HydraConfig, "get", staticmethod(lambda: runtime))
 
 
 @pytest.fixture

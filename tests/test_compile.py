@@ -21,7 +21,7 @@ from src.models.components.nets import MLPDecoder, MLPEncoder
 from src.models.vae import VAE
 from src.utils.checkpoint import read_checkpoint, uncompiled_names
 from src.utils.errors import UserError
-from tests.conftest import run_script, write_fake_mnist
+from tests.conftest import TINY_MNIST, run_script, write_fake_mnist
 
 
 def _vae(compile: bool = False, seed: int = 0) -> VAE:
@@ -101,11 +101,7 @@ def test_a_model_that_names_no_network_refuses_compile() -> None:
 
 
 SHORT = [
-    "data=mnist",
-    "data.val_size=100",
-    "data.batch_size=50",
-    "data.eval_batch_size=100",
-    "model.iwae_samples=2",
+    *TINY_MNIST,
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=2",

@@ -35,14 +35,10 @@ from src.utils.run_folder import RunFolder
 from src.utils.startup import check_composes, check_writable
 from src.utils.status import read_status, write_status
 from src.utils.trust import check_plain_data, check_targets, trusted_target
-from tests.conftest import compose_config, run_script, write_fake_mnist
+from tests.conftest import TINY_MNIST, compose_config, run_script, write_fake_mnist
 
 TINY = [
-    "data=mnist",
-    "data.val_size=100",
-    "data.batch_size=50",
-    "data.eval_batch_size=100",
-    "model.iwae_samples=2",
+    *TINY_MNIST,
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=1",

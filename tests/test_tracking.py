@@ -160,15 +160,7 @@ def test_image_grids_and_figures_reach_mlflow(tmp_path: Path) -> None:
     assert not has_image_logger(SimpleNamespace(loggers=[], global_step=0, sanity_checking=False))
 
 
-def test_the_run_directory_line_says_how_to_open_mlflow(capsys, monkeypatch) -> None:
-    import src.utils.run as run
-
-    monkeypatch.setattr(run.HydraConfig, "initialized", staticmethod(lambda: True))
-    monkeypatch.setattr(
-        run.HydraConfig,
-        "get",
-        staticmethod(lambda: SimpleNamespace(runtime=SimpleNamespace(output_dir="/runs/a"))),
-    )
+def test_the_run_directory_line_says_how_to_open_mlflow(capsys, in_run_a) -> None:
     for uri, line in (
         ("sqlite:///logs/mlflow.db", "mlflow ui --backend-store-uri sqlite:///logs/mlflow.db"),
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),

@@ -21,17 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_script, write_fake_mnist
+from tests.conftest import TINY_MNIST, run_script, write_fake_mnist
 from tests.wandb_offline import read_run
 
 pytestmark = pytest.mark.slow
 
 SHORT = [
-    "data=mnist",
-    "data.val_size=100",
-    "data.batch_size=50",
-    "data.eval_batch_size=100",
-    "model.iwae_samples=2",
+    *TINY_MNIST,
     "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2",

@@ -107,15 +107,7 @@ def test_an_offline_run_holds_its_metrics_config_and_images_and_a_failed_job_end
     assert list((folder / "files" / "media" / "images" / "val").glob("density_*.png"))
 
 
-def test_the_run_directory_line_says_how_to_upload_an_offline_run(capsys, monkeypatch) -> None:
-    import src.utils.run as run
-
-    monkeypatch.setattr(run.HydraConfig, "initialized", staticmethod(lambda: True))
-    monkeypatch.setattr(
-        run.HydraConfig,
-        "get",
-        staticmethod(lambda: SimpleNamespace(runtime=SimpleNamespace(output_dir="/runs/a"))),
-    )
+def test_the_run_directory_line_says_how_to_upload_an_offline_run(capsys, in_run_a) -> None:
     report_run_dir(OmegaConf.create({"logger": {"wandb": _node()}}))
     assert capsys.readouterr().out.splitlines() == [
         "run directory: /runs/a",
