@@ -30,6 +30,7 @@ from src.utils.instantiate import instantiate, instantiate_callbacks, instantiat
 from src.utils.resume import check_budget, requeued_checkpoint, resumed_run
 from src.utils.run import apply_extras, log_final_hparams, save_metrics, scalar_metrics
 from src.utils.status import write_status
+from src.utils.sweep import finished_job
 from src.utils.tracking import (
     continue_trackers,
     finish_tracker_runs,
@@ -224,6 +225,14 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = checkpoint_to_resume(cfg)
     if not ckpt_path and (ckpt_path := requeued_checkpoint(out)):
         log.info(f"SLURM requeued this job: it goes on from {ckpt_path}")
+    if cfg.get("resume_sweep") and out:
+        if (kept := finished_job(out)) is not None:
+            log.info(f"{out} finished in an earlier run of the sweep: kept as it is")
+            return kept
+        last = Path(out, "checkpoints", "last.ckpt")
+        if not ckpt_path and last.is_file():
+            ckpt_path = str(last)
+            log.info(f"this job of the sweep was interrupted: it goes on from {ckpt_path}")
     resumed = bool(ckpt_path and resumed_run(cfg.get("resume"), ckpt_path))
     resumed_step = None
     if ckpt_path and resumed:

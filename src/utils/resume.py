@@ -78,16 +78,36 @@ def _run_dir(resume: str | None, ckpt_path: str | None, fresh: str) -> str:
     return str(run) if run else fresh
 
 
-def _config_subdir(resume: str | None, ckpt_path: str | None, stamp: str) -> str:
-    return f".hydra/resumed_{stamp}" if resumed_run(resume, ckpt_path) else ".hydra"
+def _config_subdir(
+    resume: str | None, ckpt_path: str | None, stamp: str, resume_sweep: str | None = None
+) -> str:
+    """Where Hydra writes this run's config: .hydra/, or beside the first one of the run it
+    continues (a resumed run, or a job of a resumed sweep that had started)."""
+    resumed = resumed_run(resume, ckpt_path)
+    if resume_sweep and not resumed:
+        from hydra.core.hydra_config import HydraConfig
+
+        job = (
+            OmegaConf.select(HydraConfig.get(), "runtime.output_dir")
+            if HydraConfig.initialized()
+            else None
+        )
+        resumed = bool(job) and Path(job, ".hydra", "config.yaml").is_file()
+    return f".hydra/resumed_{stamp}" if resumed else ".hydra"
+
+
+def _sweep_dir(resume_sweep: str | None, fresh: str) -> str:
+    return str(Path(resume_sweep).resolve()) if resume_sweep else fresh
 
 
 def register_resolvers() -> None:
-    """The resolvers the configs use: conf/train.yaml's `run_dir` and `config_subdir`, the SLURM
+    """The resolvers the configs use: conf/train.yaml's `run_dir`, `config_subdir` and
+    `sweep_dir`, the SLURM
     launcher's `gpus_per_node` (the entry points and `compose_run_config` call this before
     composing)."""
     OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True)
     OmegaConf.register_new_resolver("config_subdir", _config_subdir, replace=True)
+    OmegaConf.register_new_resolver("sweep_dir", _sweep_dir, replace=True)
     OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node, replace=True)
 
 

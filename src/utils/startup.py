@@ -22,6 +22,7 @@ from src.utils.errors import UserError, clipped, shown
 from src.utils.launcher import quiet_sacct
 from src.utils.optuna_study import continue_study
 from src.utils.resume import NothingToResume, register_resolvers, resume_argv
+from src.utils.sweep import check_sweep_to_resume
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 MULTIRUN = ("-m", "--multirun")
@@ -144,6 +145,7 @@ def prepare(argv: list[str], config_name: str) -> list[str]:
     try:
         if config_name == "train":
             argv = resume_argv(argv)
+            check_sweep_to_resume(argv)
         cfg = check_composes(argv, config_name)
         if config_name == "eval":
             check_checkpoint_to_evaluate(cfg)
