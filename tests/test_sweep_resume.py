@@ -144,3 +144,24 @@ def test_a_killed_sweep_run_again_keeps_its_finished_job_and_runs_the_rest(tmp_p
         assert finished_job(folder / job) is not None, job
     status = json.loads((folder / "1" / "status.json").read_text())
     assert status["step"] > killed_step  # it went on from where it was killed
+
+
+def test_a_resumed_sweep_writes_a_started_jobs_config_beside_its_first(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from src.utils.resume import _config_subdir, _sweep_dir
+
+    job = tmp_path / "sweep" / "0"
+    runtime = OmegaConf.create({"runtime": {"output_dir": str(job)}})
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: runtime))
+    sweep = str(tmp_path / "sweep")
+    assert _config_subdir(None, None, "T", sweep) == ".hydra"  # a job that never started
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    assert _config_subdir(None, None, "T", sweep) == ".hydra/resumed_T"
+    assert _config_subdir(None, None, "T", None) == ".hydra"  # not a resumed sweep
+    assert _sweep_dir(sweep, "fresh") == str(Path(sweep).resolve())
+    assert _sweep_dir(None, "fresh") == "fresh"
