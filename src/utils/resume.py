@@ -27,6 +27,8 @@ from src.utils.launcher import gpus_per_node
 from src.utils.status import read_status
 from src.utils.trust import trusted_target
 
+MULTIRUN = ("-m", "--multirun")
+
 
 class NothingToResume(Exception):
     """The run has finished and nothing new was asked for; the entry point says so, exit 0."""
@@ -111,15 +113,17 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node, replace=True)
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The key of a command-line override: `+a.b=1` -> `a.b`."""
     return override.lstrip("+~").split("=", 1)[0]
 
 
 def _check_saved_override(run: Path, override: str) -> None:
     key, _, value = override.partition("=")
-    if _key(key).split(".")[-1] == "_target_" and not trusted_target(value):
+    key = override_key(key)
+    if key.split(".")[-1] == "_target_" and not trusted_target(value):
         raise UserError(
-            f"{run}/.hydra/overrides.yaml sets {_key(key)}={shown(value)}, which is not one of "
+            f"{run}/.hydra/overrides.yaml sets {key}={shown(value)}, which is not one of "
             "the project's classes: a saved run's overrides are not trusted to build anything "
             "else. If you made this run, give that override again on the command line."
         )
@@ -129,11 +133,11 @@ def resume_argv(argv: list[str]) -> list[str]:
     """The command line of `train.py resume=<run_dir>` (or `ckpt_path=<a checkpoint in a run>`)
     after the checks above: the overrides saved in the run's .hydra/overrides.yaml, then those
     given now (which win). Any other command line comes back as it is."""
-    given = {_key(a): a.split("=", 1)[1] for a in argv[1:] if "=" in a}
+    given = {override_key(a): a.split("=", 1)[1] for a in argv[1:] if "=" in a}
     resume, ckpt_path = given.get("resume") or None, given.get("ckpt_path") or None
     if not resume and not ckpt_path:
         return argv
-    if "-m" in argv or "--multirun" in argv:
+    if any(a in MULTIRUN for a in argv[1:]):
         raise UserError("resume or ckpt_path in a multirun: resume one run at a time, without -m.")
     run = resumed_run(resume, None) if resume else run_dir_of(ckpt_path)
     if resume and run is None:
@@ -157,7 +161,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     ckpt = read_checkpoint(ckpt_path)
     if run is None:
         return argv
-    new_settings = [a for a in argv[1:] if _key(a) not in ("resume", "ckpt_path")]
+    new_settings = [a for a in argv[1:] if override_key(a) not in ("resume", "ckpt_path")]
     status = read_status(run)
     if status.get("status") == "finished" and not new_settings:
         raise NothingToResume(
@@ -166,7 +170,7 @@ def resume_argv(argv: list[str]) -> list[str]:
             f"resume={run} trainer.max_epochs=<more>."
         )
     saved = [str(o) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
-    kept = [o for o in saved if _key(o) not in given]
+    kept = [o for o in saved if override_key(o) not in given]
     for override in kept:
         _check_saved_override(run, override)
     return [argv[0], *kept, *argv[1:]]

@@ -24,7 +24,7 @@ from src.utils.files import write_json
 from src.utils.run_folder import RunFolder
 from src.utils.status import read_status
 from src.utils.sweep import not_run_message
-from src.utils.tracking import logger_nodes, new_params
+from src.utils.tracking import logger_nodes, new_params, wandb_nodes
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def report_run_dir(cfg: DictConfig) -> None:
         uri = str(node.get("tracking_uri"))
         server = uri.startswith(("http://", "https://"))
         print(f"open it in MLflow: {uri if server else f'mlflow ui --backend-store-uri {uri}'}")
-    for node in logger_nodes(cfg, "QuietWandbLogger") + logger_nodes(cfg, "WandbLogger"):
+    for node in wandb_nodes(cfg):
         if node.get("offline"):
             print(f"upload it to W&B: wandb sync {out}/wandb/offline-run-*")
 

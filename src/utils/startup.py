@@ -21,11 +21,10 @@ from src.utils.checkpoint import read_checkpoint, run_config
 from src.utils.errors import UserError, clipped, shown
 from src.utils.launcher import quiet_sacct
 from src.utils.optuna_study import continue_study
-from src.utils.resume import NothingToResume, register_resolvers, resume_argv
+from src.utils.resume import MULTIRUN, NothingToResume, register_resolvers, resume_argv
 from src.utils.sweep import check_sweep_to_resume
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-MULTIRUN = ("-m", "--multirun")
 
 
 def _one_override_per_key(overrides: list[str]) -> list[str]:

@@ -18,10 +18,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from src.utils.errors import UserError
+from src.utils.resume import MULTIRUN, override_key
 from src.utils.status import read_status
 
 RESUME = "resume_sweep"
-MULTIRUN = ("-m", "--multirun")
 
 
 def planned_jobs(sweep_dir: str | Path) -> list[list[str]] | None:
@@ -57,13 +57,9 @@ def not_run_message(sweep_dir: str | Path, stopped_job: int) -> str:
     )
 
 
-def _key(argument: str) -> str:
-    return argument.lstrip("+~").split("=", 1)[0]
-
-
 def check_sweep_to_resume(argv: list[str]) -> None:
     """`resume_sweep=<dir>` names a basic or joblib sweep run with this command's overrides."""
-    values = [a.split("=", 1)[1] for a in argv[1:] if "=" in a and _key(a) == RESUME]
+    values = [a.split("=", 1)[1] for a in argv[1:] if "=" in a and override_key(a) == RESUME]
     if not values or values[-1] in ("", "null"):
         return
     folder = Path(values[-1])
@@ -83,8 +79,8 @@ def check_sweep_to_resume(argv: list[str]) -> None:
             f"study when the same command runs again, without {RESUME}."
         )
     task = OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task", default=[])
-    before = sorted(str(o) for o in task if _key(str(o)) != RESUME)
-    now = sorted(a for a in argv[1:] if a not in MULTIRUN and _key(a) != RESUME)
+    before = sorted(str(o) for o in task if override_key(str(o)) != RESUME)
+    now = sorted(a for a in argv[1:] if a not in MULTIRUN and override_key(a) != RESUME)
     if before != now:
         raise UserError(
             f"{RESUME}={folder} ran the overrides `{' '.join(before)}`, not `{' '.join(now)}`: "

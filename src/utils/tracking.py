@@ -153,7 +153,7 @@ def continue_trackers(cfg: DictConfig, out: str | None, resumed_step: int | None
                 node.run_id = recorded.read_text().strip()
                 log.info(f"MLflow: continuing run {node.run_id}")
     recorded = Path(out, WANDB_RUN_ID)
-    for node in _wandb_nodes(cfg):
+    for node in wandb_nodes(cfg):
         with open_dict(node):
             node.name = node.get("name") or Path(out).name
             if recorded.is_file() and not node.get("id"):
@@ -162,7 +162,8 @@ def continue_trackers(cfg: DictConfig, out: str | None, resumed_step: int | None
                 log.info(f"W&B: continuing run {node.id}")
 
 
-def _wandb_nodes(cfg: DictConfig) -> list[DictConfig]:
+def wandb_nodes(cfg: DictConfig) -> list[DictConfig]:
+    """The configured W&B loggers: Lightning's class or the project's quiet one."""
     return logger_nodes(cfg, "WandbLogger") + logger_nodes(cfg, "QuietWandbLogger")
 
 
