@@ -27,7 +27,7 @@ from src.utils.checkpoint import AtomicCheckpointIO, read_checkpoint
 from src.utils.config import check_groups, check_top_level
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate, instantiate_callbacks, instantiate_loggers
-from src.utils.resume import check_budget, requeued_checkpoint, resumed_run
+from src.utils.resume import check_budget, last_checkpoint, requeued_checkpoint, resumed_run
 from src.utils.run import apply_extras, log_final_hparams, save_metrics, scalar_metrics
 from src.utils.status import write_status
 from src.utils.sweep import finished_job
@@ -229,9 +229,7 @@ def fit_and_test(cfg: DictConfig) -> dict[str, float]:
         if (kept := finished_job(out)) is not None:
             log.info(f"{out} finished in an earlier run of the sweep: kept as it is")
             return kept
-        last = Path(out, "checkpoints", "last.ckpt")
-        if not ckpt_path and last.is_file():
-            ckpt_path = str(last)
+        if not ckpt_path and (ckpt_path := last_checkpoint(out)):
             log.info(f"this job of the sweep was interrupted: it goes on from {ckpt_path}")
     resumed = bool(ckpt_path and resumed_run(cfg.get("resume"), ckpt_path))
     resumed_step = None

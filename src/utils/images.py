@@ -32,12 +32,12 @@ def log_image_grid(trainer: pl.Trainer, tag: str, images: torch.Tensor, nrow: in
     grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2)
     for lg in _tensorboards(trainer):
         lg.experiment.add_image(tag, grid, global_step=trainer.global_step)
-    others = _mlflows(trainer), _wandbs(trainer)
-    if any(others):
+    mlflows, wandbs = _mlflows(trainer), _wandbs(trainer)
+    if mlflows or wandbs:
         pixels = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        for lg in others[0]:
+        for lg in mlflows:
             lg.experiment.log_image(lg.run_id, pixels, key=tag, step=trainer.global_step)
-        for lg in others[1]:
+        for lg in wandbs:
             lg.log_image(tag, [pixels], step=trainer.global_step)
 
 

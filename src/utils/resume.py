@@ -71,6 +71,11 @@ def requeued_checkpoint(run_dir: str | None) -> str | None:
     restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
     if not run_dir or not restarts.isdigit() or int(restarts) < 1:
         return None
+    return last_checkpoint(run_dir)
+
+
+def last_checkpoint(run_dir: str | Path) -> str | None:
+    """The run's `checkpoints/last.ckpt`, where an interrupted run stopped; None without one."""
     last = Path(run_dir) / "checkpoints" / "last.ckpt"
     return str(last) if last.is_file() else None
 
