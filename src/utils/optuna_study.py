@@ -11,6 +11,10 @@ the nodes of a cluster share). Running the same command again continues that stu
   pruned and failed trials count as done; interrupted ones do not, their retries do).
 Each invocation writes its trials into a new sweep folder, so no earlier job folder is touched;
 the best value and parameters in `optimization_results.yaml` are the whole study's.
+
+Pruning: Hydra's sweeper asks the study for a trial per job and hands the job only its overrides,
+so the presets keep the study in a `src.utils.optuna_trials.SweepStorage`, through which each job
+finds its trial and a pruned trial is recorded as pruned (`src/callbacks/optuna_pruning.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def _storage_url(cfg: DictConfig) -> str | None:
     if sweeper is None or "optuna" not in str(sweeper.get("_target_", "")).lower():
         return None
     storage = sweeper.get("storage")
+    if isinstance(storage, DictConfig):
+        storage = storage.get("url")
     return str(storage) if storage else None
 
 
@@ -80,3 +86,4 @@ def continue_study(cfg: DictConfig | None, argv: list[str]) -> list[str]:
     )
     kept = [a for a in argv if not a.startswith("hydra.sweeper.n_trials=")]
     return [*kept, f"hydra.sweeper.n_trials={left}"]
+
