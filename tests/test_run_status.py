@@ -79,3 +79,58 @@ def test_sigusr1_during_the_fit_is_caught_and_saves_at_the_step_end(tmp_path: Pa
         callback.teardown(trainer, None, "fit")
     callback.teardown(trainer, None, "fit")  # put back once; a second teardown leaves it
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+class Requeuer:
+    """A scheduler tool's handler of its warning signal, as submitit's (requeue, then exit) or
+    Lightning's SLURM environment's (requeue, return) behave; it records what it found."""
+
+    def __init__(self, callback: RunStatus, exits: bool) -> None:
+        self.callback, self.exits, self.calls = callback, exits, []
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.calls.append((signum, read_status(self.callback.run_dir), self.callback.saved))
+        if self.exits:
+            raise SystemExit(-1)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGUSR1])
+def test_a_warning_a_scheduler_tool_handles_is_passed_on_after_last_ckpt_is_saved(
+    tmp_path: Path, signum: int
+) -> None:
+    callback, trainer = RunStatus(tmp_path), _trainer()
+    trainer.save_checkpoint = lambda path: None
+    exits = signum == signal.SIGUSR2  # submitit's SIGUSR2 exits; Lightning's SIGUSR1 returns
+    tool = Requeuer(callback, exits)
+    before = signal.signal(signum, tool)
+    try:
+        callback.on_fit_start(trainer, None)
+        os.kill(os.getpid(), signum)
+        assert callback.signal == signum and tool.calls == []  # not at once: at the step's end
+        with pytest.raises(SystemExit if exits else SIGTERMException) as stop:
+            callback.on_train_batch_end(trainer, None, None, None, 0)
+        ((passed, status, saved),) = tool.calls
+        assert passed == signum and saved["checkpoint_step"] == 7
+        assert status["status"] == "interrupted" and status["signal"] == signal.Signals(signum).name
+        callback.on_exception(trainer, None, stop.value)
+        assert read_status(tmp_path)["status"] == "interrupted"
+        callback.teardown(trainer, None, "fit")
+        assert signal.getsignal(signum) is tool
+    finally:
+        signal.signal(signum, before)
+
+
+def test_sigusr2_is_left_alone_where_no_tool_handles_it(tmp_path: Path) -> None:
+    callback, trainer = RunStatus(tmp_path), _trainer()
+    before = signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    try:
+        callback.on_fit_start(trainer, None)
+        assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+        callback.teardown(trainer, None, "fit")
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+
+
+def test_a_system_exit_before_any_save_is_a_failure(tmp_path: Path) -> None:
+    RunStatus(tmp_path).on_exception(_trainer(), None, SystemExit(-1))
+    assert read_status(tmp_path)["status"] == "failed"

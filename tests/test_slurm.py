@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -183,27 +184,47 @@ class WaitForRequeue(pl.Callback):
             time.sleep(0.1)
 
 
-def test_a_requeued_job_goes_on_in_its_run_directory_to_the_uninterrupted_end(
-    cluster: dict[str, str], tmp_path: Path
-) -> None:
-    """`scontrol requeue` mid-epoch (step 15 of 30): SLURM stops the job with SIGTERM, the run
-    saves last.ckpt at that step, SLURM starts the job again, and the run goes on from it in the
-    same directory, to the weights and metrics of a run that was never stopped."""
+class WaitForTimeLimit(pl.Callback):
+    """In a SLURM job's first attempt: after training step `step`, wait for the time limit's
+    warning (submitit's SIGUSR2, which the run's RunStatus records; at most 240 s)."""
+
+    def __init__(self, step: int, flag: str) -> None:
+        self.step, self.flag = step, Path(flag)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        first = os.environ.get("SLURM_JOB_ID") and not os.environ.get("SLURM_RESTART_COUNT")
+        if not first or trainer.global_step != self.step:
+            return
+        self.flag.write_text(os.environ["SLURM_JOB_ID"])
+        (status,) = (c for c in trainer.callbacks if type(c).__name__ == "RunStatus")
+        deadline = time.monotonic() + 240
+        while status.signal is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if status.signal is not None:  # what RunStatus saves last.ckpt for, at this step
+            self.flag.with_suffix(".signal").write_text(signal.Signals(status.signal).name)
+
+
+def _requeued_job(
+    cluster: dict[str, str], tmp_path: Path, waiter: str, *launcher: str, requeue: bool
+) -> tuple[Path, Path]:
+    """A run trained whole, and the same run as a SLURM job stopped after step 15 (by
+    `scontrol requeue` when `requeue`, else by the time limit's warning) and started again: the
+    two run directories."""
     data = write_fake_mnist(tmp_path / "data")
     whole = run_script(
         "train.py", *RESUMABLE_RUN, f"data.data_dir={data}", f"paths.log_dir={tmp_path}/whole"
     )
     assert whole.returncode == 0, whole.stderr[-3000:]
     flag = tmp_path / "at_step"
-    waiter = [
-        "+callbacks.wait._target_=tests.test_slurm.WaitForRequeue",
+    waiter_overrides = [
+        f"+callbacks.wait._target_=tests.test_slurm.{waiter}",
         "+callbacks.wait.step=15",
         f"+callbacks.wait.flag={flag}",
     ]
     sweep_cmd = [
-        sys.executable, "train.py", "-m", *RESUMABLE_RUN, f"data.data_dir={data}", *waiter,
-        f"paths.log_dir={tmp_path}/requeued", "hydra/launcher=slurm",
-        "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
+        sys.executable, "train.py", "-m", *RESUMABLE_RUN, f"data.data_dir={data}",
+        *waiter_overrides, f"paths.log_dir={tmp_path}/requeued", "hydra/launcher=slurm",
+        "hydra.launcher.partition=debug", *launcher,
     ]  # fmt: skip
     env = {**os.environ, "PROJECT_ROOT": str(ROOT), **cluster}
     sweep = subprocess.Popen(sweep_cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -213,10 +234,11 @@ def test_a_requeued_job_goes_on_in_its_run_directory_to_the_uninterrupted_end(
         while not flag.exists() and time.monotonic() < deadline and sweep.poll() is None:
             time.sleep(0.2)
         assert flag.exists(), "the job never reached step 15"
-        requeue = subprocess.run(["scontrol", "requeue", flag.read_text()], env=env,
-                                 capture_output=True, text=True)  # fmt: skip
-        assert requeue.returncode == 0, requeue.stderr
-        log, _ = sweep.communicate(timeout=400)
+        if requeue:
+            command = ["scontrol", "requeue", flag.read_text()]
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        log, _ = sweep.communicate(timeout=600)
     finally:
         if sweep.poll() is None:
             sweep.kill()
@@ -224,6 +246,10 @@ def test_a_requeued_job_goes_on_in_its_run_directory_to_the_uninterrupted_end(
     (multirun,) = (tmp_path / "requeued" / "train" / "multiruns").iterdir()
     (job,) = _jobs(multirun)
     (reference,) = (tmp_path / "whole" / "train" / "runs").iterdir()
+    return job, reference
+
+
+def _assert_it_ended_as_the_whole_run(job: Path, reference: Path) -> None:
     assert "SLURM requeued this job: it goes on from" in (job / "train.log").read_text()
     assert json.loads((job / "status.json").read_text())["status"] == "finished"
     ends = [
@@ -234,3 +260,32 @@ def test_a_requeued_job_goes_on_in_its_run_directory_to_the_uninterrupted_end(
         torch.testing.assert_close(ends[1]["state_dict"][name], value, rtol=0, atol=0, msg=name)
     metrics = [json.loads((r / "metrics.json").read_text()) for r in (reference, job)]
     assert metrics[1] == pytest.approx(metrics[0], rel=1e-6)
+
+
+def test_a_requeued_job_goes_on_in_its_run_directory_to_the_uninterrupted_end(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """`scontrol requeue` mid-epoch (step 15 of 30): SLURM stops the job with SIGTERM, the run
+    saves last.ckpt at that step, SLURM starts the job again, and the run goes on from it in the
+    same directory, to the weights and metrics of a run that was never stopped."""
+    job, reference = _requeued_job(
+        cluster, tmp_path, "WaitForRequeue", "hydra.launcher.timeout_min=10", requeue=True
+    )
+    _assert_it_ended_as_the_whole_run(job, reference)
+
+
+def test_a_job_warned_of_its_time_limit_requeues_itself_and_ends_as_the_whole_run(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """A 3-minute time limit whose warning (submitit's SIGUSR2, 100 s before) reaches the job
+    while it waits after step 15: the run saves last.ckpt at that step and hands the signal to
+    submitit, which requeues the job; the next attempt goes on from the saved step to the whole
+    run's weights and metrics. Nobody calls scontrol here."""
+    job, reference = _requeued_job(
+        cluster, tmp_path, "WaitForTimeLimit", "hydra.launcher.timeout_min=3",
+        "hydra.launcher.signal_delay_s=100", requeue=False,
+    )  # fmt: skip
+    _assert_it_ended_as_the_whole_run(job, reference)
+    assert (tmp_path / "at_step.signal").read_text() == "SIGUSR2"  # seen after step 15
+    logs = "".join(p.read_text() for p in job.parent.glob(".submitit/*/*_log.err"))
+    assert "Caught signal SIGUSR2" in logs and "this job is timed-out" in logs, logs[-2000:]

@@ -9,6 +9,13 @@ checkpoints are (so `train.py resume=<run_dir>` continues bit for bit), `status.
 Lightning notices SIGTERM itself (`trainer.received_sigterm`) and raises its `SIGTERMException`
 at the end of the step; SIGUSR1 is caught here and raised the same way. Any other exception
 during fitting marks the run `diverged` (`DivergenceError`) or `failed`.
+
+On SLURM the warning also asks for a requeue, and that is the scheduler's tools' job: submitit
+(the SLURM launcher) warns with SIGUSR2 (`sbatch --signal=USR2@<signal_delay_s>`) and requeues in
+its handler, Lightning's SLURM environment requeues on SIGUSR1. Whatever handler a warning signal
+had before the fit is called after `last.ckpt` is saved: the job is requeued from the step it was
+on, and goes on from that `last.ckpt` when SLURM starts it again (`src/utils/launcher.py`).
+submitit's handler ends the process itself (`SystemExit`); the status still says `interrupted`.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from src.utils.errors import user_message
 from src.utils.status import write_status
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# the warnings before a time limit: ours, and submitit's where it handles one (a SLURM job)
+WARNINGS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 class RunStatus(pl.Callback):
@@ -33,7 +42,7 @@ class RunStatus(pl.Callback):
         self.run_dir = Path(run_dir)
         self.signal: int | None = None
         self.saved: dict[str, Any] = {}
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     @property
     def last_path(self) -> Path:
@@ -44,17 +53,23 @@ class RunStatus(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.signal, self.saved = None, {}
-        try:
-            self._previous = signal.signal(signal.SIGUSR1, self._on_signal)
-        except ValueError:  # not the main thread: Lightning's own SIGTERM handling still holds
-            self._previous = None
+        for signum in WARNINGS:
+            previous = signal.getsignal(signum)
+            if signum != signal.SIGUSR1 and not callable(previous):
+                continue  # SIGUSR2 only where a scheduler's tool handles it
+            try:
+                signal.signal(signum, self._on_signal)
+            except ValueError:  # not the main thread: Lightning's own SIGTERM handling holds
+                break
+            self._previous[signum] = previous
         if trainer.is_global_zero:
             write_status(self.run_dir, "running", step=trainer.global_step)
 
     def teardown(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._previous is not None:
-            signal.signal(signal.SIGUSR1, self._previous)
-            self._previous = None
+        if stage == "fit":
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+            self._previous = {}
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, i: int
@@ -65,8 +80,14 @@ class RunStatus(pl.Callback):
             return
         trainer.save_checkpoint(self.last_path)
         self.saved = {"checkpoint": str(self.last_path), "checkpoint_step": trainer.global_step}
-        if not trainer.received_sigterm:  # SIGUSR1: stop the way Lightning stops for SIGTERM
-            raise SIGTERMException
+        if trainer.received_sigterm:
+            return
+        previous = self._previous.get(self.signal)
+        if callable(previous):  # the scheduler's tool: requeue this job (submitit also exits)
+            if trainer.is_global_zero:
+                self._write_interrupted(trainer.global_step)
+            previous(self.signal, None)
+        raise SIGTERMException  # a warning: stop the way Lightning stops for SIGTERM
 
     def on_exception(
         self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException
@@ -74,10 +95,12 @@ class RunStatus(pl.Callback):
         if not trainer.is_global_zero:
             return
         step = trainer.global_step
-        if isinstance(exception, SIGTERMException):
-            name = signal.Signals(self.signal or signal.SIGTERM).name
-            status = {"status": "interrupted", "signal": name, **self.saved}
-        elif isinstance(exception, DivergenceError):
+        if isinstance(exception, SIGTERMException) or (
+            isinstance(exception, SystemExit) and self.saved
+        ):
+            self._write_interrupted(step)
+            return
+        if isinstance(exception, DivergenceError):
             status = {"status": "diverged", "error": str(exception)}
         else:
             error = str(exception).strip().splitlines()[0] if str(exception).strip() else ""
@@ -85,3 +108,8 @@ class RunStatus(pl.Callback):
             status = {"status": "failed", "error": error}
         with contextlib.suppress(OSError):  # a full disk: the exception is what the user sees
             write_status(self.run_dir, status.pop("status"), step=step, **status)
+
+    def _write_interrupted(self, step: int) -> None:
+        name = signal.Signals(self.signal or signal.SIGTERM).name
+        with contextlib.suppress(OSError):
+            write_status(self.run_dir, "interrupted", step=step, signal=name, **self.saved)
