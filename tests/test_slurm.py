@@ -169,39 +169,38 @@ def test_a_ddp_job_of_two_slurm_tasks_trains_as_one_process(
 
 class WaitForRequeue(pl.Callback):
     """In a SLURM job's first attempt: after training step `step`, write `flag` and wait for the
-    SIGTERM of `scontrol requeue` (at most 120 s)."""
+    SIGTERM of `scontrol requeue` (at most `wait_s`)."""
+
+    wait_s = 120
 
     def __init__(self, step: int, flag: str) -> None:
         self.step, self.flag = step, Path(flag)
+
+    def stopped(self, trainer: pl.Trainer) -> bool:
+        return trainer.received_sigterm
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
         first = os.environ.get("SLURM_JOB_ID") and not os.environ.get("SLURM_RESTART_COUNT")
         if not first or trainer.global_step != self.step:
             return
         self.flag.write_text(os.environ["SLURM_JOB_ID"])
-        deadline = time.monotonic() + 120
-        while not trainer.received_sigterm and time.monotonic() < deadline:
+        deadline = time.monotonic() + self.wait_s
+        while not self.stopped(trainer) and time.monotonic() < deadline:
             time.sleep(0.1)
 
 
-class WaitForTimeLimit(pl.Callback):
-    """In a SLURM job's first attempt: after training step `step`, wait for the time limit's
-    warning (submitit's SIGUSR2, which the run's RunStatus records; at most 240 s)."""
+class WaitForTimeLimit(WaitForRequeue):
+    """The same, waiting for the time limit's warning instead (submitit's SIGUSR2, which the run's
+    RunStatus records), and writing its name beside `flag` when it came."""
 
-    def __init__(self, step: int, flag: str) -> None:
-        self.step, self.flag = step, Path(flag)
+    wait_s = 240
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
-        first = os.environ.get("SLURM_JOB_ID") and not os.environ.get("SLURM_RESTART_COUNT")
-        if not first or trainer.global_step != self.step:
-            return
-        self.flag.write_text(os.environ["SLURM_JOB_ID"])
+    def stopped(self, trainer: pl.Trainer) -> bool:
         (status,) = (c for c in trainer.callbacks if type(c).__name__ == "RunStatus")
-        deadline = time.monotonic() + 240
-        while status.signal is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if status.signal is not None:  # what RunStatus saves last.ckpt for, at this step
-            self.flag.with_suffix(".signal").write_text(signal.Signals(status.signal).name)
+        if status.signal is None:
+            return False
+        self.flag.with_suffix(".signal").write_text(signal.Signals(status.signal).name)
+        return True
 
 
 def _requeued_job(
