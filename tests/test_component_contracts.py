@@ -318,3 +318,23 @@ def test_wgan_validation_under_inference_mode_measures_the_same_gradient_norm() 
     ]
     assert by_mode[0] == by_mode[1]
     assert by_mode[0]["val/grad_norm"] > 0
+
+
+def test_the_gumbel_posterior_density_over_importance_samples_is_per_sample() -> None:
+    """log q of z with leading (importance-sample) dimensions equals log q of each sample alone
+    (a survivor of the mutation sample viewed z by its first dimension only)."""
+    torch.manual_seed(0)
+    latent = GumbelSoftmaxLatent(n_vars=3, n_classes=4)
+    params = torch.randn(5, 2, 12)
+    z = torch.nn.functional.one_hot(torch.randint(4, (5, 2, 3)), 4).float().flatten(-2)
+    whole = latent.log_q(params, z)
+    assert whole.shape == (5, 2)
+    for s in range(5):
+        torch.testing.assert_close(whole[s], latent.log_q(params[s], z[s]))
+
+
+def test_a_gumbel_prior_sample_has_every_class_slot_whichever_classes_were_drawn() -> None:
+    latent = GumbelSoftmaxLatent(n_vars=1, n_classes=10)
+    for seed in range(5):  # single draws: most miss the last class
+        z = latent.prior_sample(1, generator=torch.Generator().manual_seed(seed))
+        assert z.shape == (1, 10) and z.sum() == 1

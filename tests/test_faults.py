@@ -29,7 +29,7 @@ from src.train import train
 from src.utils.checkpoint import AtomicCheckpointIO, read_checkpoint, run_config
 from src.utils.config import check_groups
 from src.utils.errors import UserError, user_message
-from src.utils.files import write_atomically
+from src.utils.files import _os_error, write_atomically
 from src.utils.resume import check_budget, resume_argv
 from src.utils.run_folder import RunFolder
 from src.utils.startup import check_composes, check_writable
@@ -563,3 +563,22 @@ def test_a_resume_with_fewer_epochs_than_completed_is_refused_in_one_line(
         check_budget(_checkpoint(completed), max_epochs)
     with pytest.raises(UserError, match="the 4 epochs"):
         check_budget({"epoch": 4}, 3)  # without loop state: the epoch counter
+
+
+def test_the_os_error_behind_an_error_is_found_through_causes_and_contexts() -> None:
+    """A full disk behind an error raised while handling it (`__context__` only), or behind an
+    explicit `raise ... from` (`__cause__`), is found; an error with no OSError behind it is not."""
+    full = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise full
+        except OSError:
+            raise RuntimeError("while saving")  # noqa: B904 (the context is what is tested)
+    except RuntimeError as handled:
+        assert handled.__cause__ is None and handled.__context__ is full
+        assert _os_error(handled) is full
+    outer = ValueError("outer")
+    outer.__cause__ = RuntimeError("middle")
+    outer.__cause__.__context__ = full
+    assert _os_error(outer) is full
+    assert _os_error(ValueError("no disk involved")) is None

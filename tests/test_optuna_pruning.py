@@ -253,3 +253,24 @@ def test_a_vae_search_prunes_through_train_py(tmp_path: Path) -> None:
         assert trial.value == pytest.approx(returned, rel=1e-6)
     assert pruned.value == pytest.approx(pruned.intermediate_values[1], rel=1e-6)
     assert study.best_trial.number == 0
+
+
+def test_the_entry_point_continues_a_study_that_a_kill_left_with_a_running_trial(
+    tmp_path: Path,
+) -> None:
+    """`prepare` composes the command line with Hydra's own config (where the sweeper's storage
+    is) and hands it on with the trials still missing."""
+    from src.utils.startup import prepare
+
+    (tmp_path / "vae_optuna").mkdir()
+    url = f"sqlite:///{tmp_path}/vae_optuna/optuna.db"
+    study = optuna.create_study(study_name="vae", storage=url)
+    study.tell(study.ask(), 1.0)
+    study.ask()  # running when the sweep was killed
+    argv = ["train.py", "hparams_search=vae_optuna", f"paths.log_dir={tmp_path}"]
+    assert prepare([*argv, "hydra.sweeper.n_trials=3"], "train") == [
+        *argv, "hydra.sweeper.n_trials=2"
+    ]
+    stored = optuna.load_study(study_name="vae", storage=url)
+    states = [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]  # failed, queued again
+    assert [t.state for t in stored.trials] == states

@@ -522,3 +522,14 @@ def test_pad_ids_pads_with_zero_and_masks_the_real_tokens() -> None:
     ids, mask = pad_ids([torch.tensor([3, 4, 5]), torch.tensor([7])])
     assert ids.tolist() == [[3, 4, 5], [7, 0, 0]]
     assert mask.tolist() == [[True, True, True], [True, False, False]]
+
+
+def test_split_fractions_that_leave_no_training_sentences_are_named_in_one_line() -> None:
+    with pytest.raises(UserError) as refused:
+        PeopleDailyDataModule(task="cws", val_fraction=0.5, test_fraction=0.5)
+    assert str(refused.value) == (
+        "data.val_fraction + data.test_fraction must leave sentences for training "
+        "(their sum is >= 1)."
+    )
+    with pytest.raises(UserError, match=r"^data\.val_fraction=1\.0 must be in \[0, 1\)\.$"):
+        PeopleDailyDataModule(task="cws", val_fraction=1.0)
