@@ -86,4 +86,3 @@ def continue_study(cfg: DictConfig | None, argv: list[str]) -> list[str]:
     )
     kept = [a for a in argv if not a.startswith("hydra.sweeper.n_trials=")]
     return [*kept, f"hydra.sweeper.n_trials={left}"]
-

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage
@@ -68,8 +69,6 @@ def _target_name() -> str:
 def this_jobs_trial(pruner: Any = None) -> Trial:
     """The Optuna trial of the running Hydra job, found through its sweeper's `SweepStorage`, as
     a trial that reports to the study and prunes by `pruner`."""
-    import optuna
-
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
     storage = OmegaConf.select(hydra_cfg, "sweeper.storage") if hydra_cfg else None
     if not (isinstance(storage, DictConfig) and storage.get("_target_") == _target_name()):
