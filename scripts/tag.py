@@ -12,6 +12,10 @@ per sentence: segmented words (cws), [entities]TYPE (ner), word/TAG (pos), or wi
 A file streams: it is read a line at a time, `window` sentences at once (default 2048) are sorted
 by length and tagged in batches of `batch_size` (default 64), and their lines are written in input
 order before the next window is read, so memory stays bounded whatever the file's size.
+
+The checkpoint's tagger is built as the plain torch module of its maths
+(`src.models.components.sequence_tagger.SequenceTagger`), without Lightning or a Trainer, whose
+import would be most of a short job's time.
 """
 
 from __future__ import annotations
@@ -20,11 +24,21 @@ import itertools
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from src.models.components.sequence_tagger import SequenceTagger
+
+TAGGER = "src.models.crf_tagger.CRFTagger"
+MATHS = "src.models.components.sequence_tagger.SequenceTagger"
+# what of the model's config the maths takes: the networks it builds, and its settings
+PARTS = ("encoder", "word_features", "char_bigrams")
+SETTINGS = ("head", "start_end", "crf_lr_multiplier", "constrained")
 
 DEFAULTS = {
     "ckpt_path": "???",
@@ -89,12 +103,43 @@ def tag_stream(
         yield from zip(chunk, tagged, strict=True)
 
 
+def load_tagger(ckpt_path: str) -> tuple[SequenceTagger, bool]:
+    """The checkpoint's tagger as its maths, a `SequenceTagger` with its weights (built with torch
+    alone; only the config's networks are checked and built), and whether its data lowercased."""
+    from src.models.components.sequence_tagger import SequenceTagger, tagger_weights
+    from src.utils.checkpoint import read_checkpoint, run_config
+    from src.utils.config import check_types
+    from src.utils.errors import UserError, shown
+    from src.utils.instantiate import instantiate
+
+    networks = [f"model.{part}" for part in PARTS]
+    ckpt = read_checkpoint(ckpt_path, groups=networks)
+    cfg = run_config(ckpt_path, ckpt, groups=networks)
+    target = OmegaConf.select(cfg, "model._target_")
+    if target != TAGGER:
+        raise UserError(
+            f"{ckpt_path}: the model of its run config (run_config, or .hydra/config.yaml beside "
+            f"it) is {shown(target)}, not a tagger: refused (tag.py builds only {TAGGER})."
+        )
+    nodes = {key: cfg.model[key] for key in (*PARTS, *SETTINGS) if key in cfg.model}
+    check_types(OmegaConf.create({"_target_": MATHS, **nodes}), "model")
+    built = {key: instantiate(v) if OmegaConf.is_config(v) else v for key, v in nodes.items()}
+    # the vocabulary goes in as it is: through OmegaConf, its thousands of entries take a second
+    tagger = SequenceTagger(**built, **ckpt.get("model_kwargs", {}))
+    try:
+        tagger.load_state_dict(tagger_weights(ckpt["state_dict"]))
+    except RuntimeError as err:
+        raise UserError(
+            f"{ckpt_path} does not fit the run's model config ({str(err).splitlines()[0]}). "
+            "Was the config edited after training?"
+        ) from None
+    return tagger.eval(), bool(cfg.data.get("lowercase"))
+
+
 def main(argv: list[str]) -> None:
     import os
 
     from src.data.corpora import sentences_from_lines
-    from src.models.crf_tagger import CRFTagger
-    from src.utils.checkpoint import load_model, read_checkpoint, run_config
     from src.utils.errors import UserError
 
     os.environ.setdefault("PROJECT_ROOT", str(ROOT))
@@ -113,20 +158,16 @@ def main(argv: list[str]) -> None:
             raise UserError(
                 f"window={args['window']} and batch_size={args['batch_size']} must be at least 1."
             )
-        ckpt = read_checkpoint(args["ckpt_path"])
-        cfg = run_config(args["ckpt_path"], ckpt)
-        model = load_model(args["ckpt_path"], cfg, ckpt)
-        if not isinstance(model, CRFTagger):
-            raise UserError(f"{args['ckpt_path']} holds a {type(model).__name__}, not a tagger.")
-        sentences = sentences_from_lines(lines, model.word_level)
-        if cfg.data.get("lowercase"):
+        tagger, lowercase = load_tagger(args["ckpt_path"])
+        sentences = sentences_from_lines(lines, tagger.word_level)
+        if lowercase:
             sentences = ([token.lower() for token in s] for s in sentences)
-        tagged = tag_stream(model.tag_sentences, sentences, args["window"], args["batch_size"])
+        tagged = tag_stream(tagger.tag_sentences, sentences, args["window"], args["batch_size"])
         for tokens, tags in tagged:
             if args["format"] == "tags":
                 print(" ".join(f"{token}/{tag}" for token, tag in zip(tokens, tags, strict=True)))
             else:
-                print(model.format(tokens, tags))
+                print(tagger.format(tokens, tags))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

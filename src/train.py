@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from src.callbacks.divergence_guard import DivergenceGuard
 from src.callbacks.resumable_training import ResumableTraining
 from src.callbacks.run_status import RunStatus
-from src.utils.checkpoint import AtomicCheckpointIO, read_checkpoint
+from src.utils.checkpoint import read_checkpoint
+from src.utils.checkpoint_io import AtomicCheckpointIO
 from src.utils.config import check_groups, check_top_level
 from src.utils.errors import UserError
 from src.utils.instantiate import instantiate, instantiate_callbacks, instantiate_loggers

@@ -277,9 +277,9 @@ def build_tagger(
     )
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        model.emit.weight.copy_(torch.eye(len(tags)))
-        model.emit.bias.zero_()
-        for p in model.head.parameters():
+        model.tagger.emit.weight.copy_(torch.eye(len(tags)))
+        model.tagger.emit.bias.zero_()
+        for p in model.tagger.head.parameters():
             p.copy_(0.2 * torch.rand(p.shape, generator=gen) - 0.1)
     return model
 

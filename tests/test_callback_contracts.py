@@ -20,7 +20,7 @@ from src.callbacks.image_evaluation import (
 )
 from src.callbacks.resumable_training import ResumableTraining
 from src.data.resumable import ResumableLoader
-from src.utils.checkpoint import AtomicCheckpointIO
+from src.utils.checkpoint_io import AtomicCheckpointIO
 from src.utils.errors import UserError
 from src.utils.run import flat_hparams
 

@@ -26,7 +26,8 @@ from src.data.idx import read_idx
 from src.data.image_datamodule import FILES
 from src.data.tagging import ConllDataModule
 from src.train import train
-from src.utils.checkpoint import AtomicCheckpointIO, read_checkpoint, run_config
+from src.utils.checkpoint import read_checkpoint, run_config
+from src.utils.checkpoint_io import AtomicCheckpointIO
 from src.utils.config import check_groups
 from src.utils.errors import UserError, user_message
 from src.utils.files import _os_error, write_atomically

@@ -225,7 +225,7 @@ def test_the_tagging_callback_sends_the_crfs_transition_scores_and_gold_vs_predi
 
     _validate(model, tmp_path, datamodule=Data(), callbacks=[TaggingExamplesCallback(2)])
     figure = sent.figures["val/transitions"]
-    np.testing.assert_allclose(_image_of(figure, 0), model.head.transitions.detach().numpy())
+    np.testing.assert_allclose(_image_of(figure, 0), model.tagger.head.transitions.detach().numpy())
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == model.tags
     assert math.isfinite(float(figure.axes[0].images[0].get_clim()[1]))
     chosen = sentences[::1][:2]  # 3 sentences, 2 examples: every first of a step of 1

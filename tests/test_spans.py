@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2, IOBES, Entities
 
-from src.metrics.spans import SpanF1, format_tagged
+from src.metrics.spans import SpanF1
 from src.utils.errors import UserError
-from src.utils.tag_schemes import extract_spans, parse_tag
+from src.utils.tag_schemes import extract_spans, format_tagged, parse_tag
 
 TYPES = ["LOC", "PER"]
 TAGS = {

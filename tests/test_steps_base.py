@@ -140,7 +140,7 @@ class StepRecorder(pl.Callback):
     [
         (
             lambda: build_tagger("crf", lr=0.01),
-            lambda name: 100.0 if name.startswith("head.") else 1,
+            lambda name: 100.0 if name.startswith("tagger.head.") else 1,
         ),
         (lambda: build_tagger("softmax", lr=0.01), lambda name: 1.0),
         (lambda: build_classifier(lr=0.01), lambda name: 1.0),

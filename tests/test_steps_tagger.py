@@ -79,11 +79,11 @@ def allowed_bio(paths: torch.Tensor) -> torch.Tensor:
 def path_scores(model: CRFTagger, sentence: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Every tag path (rows) and its score(y) = start(y_1) + sum_t h_t(y_t) + sum_t g(y_t, y_t+1)
     + end(y_L), in float64."""
-    crf = model.head
+    crf = model.tagger.head
     start, end, g = (
         p.detach().double() for p in (crf.start_transitions, crf.end_transitions, crf.transitions)
     )
-    h = model.encoder.table[sentence].double()
+    h = model.tagger.encoder.table[sentence].double()
     paths = torch.tensor(list(itertools.product(range(len(TAGS)), repeat=len(sentence))))
     scores = start[paths[:, 0]] + end[paths[:, -1]] + h[range(len(sentence)), paths].sum(1)
     return paths, scores + g[paths[:, :-1], paths[:, 1:]].sum(1)
@@ -92,7 +92,7 @@ def path_scores(model: CRFTagger, sentence: list[int]) -> tuple[torch.Tensor, to
 def nll_by_hand(model: CRFTagger, sentence: list[int], gold: list[int]) -> float:
     """-log P(gold | sentence): over every tag path for the CRF, per-token softmax otherwise."""
     if model.hparams.head == "softmax":
-        logits = model.encoder.table[sentence].double()
+        logits = model.tagger.encoder.table[sentence].double()
         return float((logits.exp().sum(-1).log() - logits[range(len(gold)), gold]).sum())
     paths, scores = path_scores(model, sentence)
     gold_row = (paths == torch.tensor(gold)).all(1)
@@ -134,7 +134,7 @@ def test_decode_is_the_best_allowed_path_whatever_the_padding_holds(head: str) -
             paths, scores = path_scores(model, sentence)
             best = paths[scores.masked_fill(~allowed_bio(paths), -torch.inf).argmax()].tolist()
         else:
-            best = model.encoder.table[sentence].argmax(-1).tolist()
+            best = model.tagger.encoder.table[sentence].argmax(-1).tolist()
         assert best == predicted
         assert row.tolist() == predicted + [-1] * (len(row) - len(sentence))
 

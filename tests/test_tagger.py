@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from scripts.tag import load_tagger
 from scripts.tag import main as tag_main
 from src.data.corpora import sentences_from_text, write_conll
 from src.models.components.crf import CRF
 from src.models.components.tagging import SoftmaxHead
 from src.train import build, train
+from src.utils.checkpoint import load_model, read_checkpoint, run_config
 from src.utils.errors import UserError
 from tests.conftest import compose_config, quiet_trainer, run_eval, run_script
 
@@ -68,15 +72,15 @@ def test_softmax_head_and_the_crf_learning_rate(make_cfg) -> None:
     _, softmax = build(
         make_cfg("model=crf_tagger", "data=people_daily", "model.head=softmax", *SMALL)
     )
-    assert isinstance(softmax.head, SoftmaxHead) and softmax.allowed is None
+    assert isinstance(softmax.tagger.head, SoftmaxHead) and softmax.tagger.allowed is None
     assert len(softmax.configure_optimizers()["optimizer"].param_groups) == 1
     _, tagger = build(
         make_cfg("model=crf_tagger", "data=people_daily", "model.crf_lr_multiplier=50", *SMALL)
     )
-    assert isinstance(tagger.head, CRF) and tagger.tags == ["B", "E", "M", "S"]
+    assert isinstance(tagger.tagger.head, CRF) and tagger.tags == ["B", "E", "M", "S"]
     groups = tagger.configure_optimizers()["optimizer"].param_groups
     assert [g["lr"] for g in groups] == pytest.approx([3e-3, 0.15])  # 50 x the model's 0.003
-    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in tagger.head.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in tagger.tagger.head.parameters()}
 
 
 def _synthetic_ner(directory: Path, n: int, seed: int) -> Path:
@@ -163,6 +167,67 @@ def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as stopped:
         tag_main([f"ckpt_path={ckpt_path}", "--file", "nope.txt"])
     assert stopped.value.code == 2 and "nope.txt does not exist" in capsys.readouterr().err
+
+
+IMPORTS = """
+import json, sys
+from scripts.tag import load_tagger
+tagger, _ = load_tagger(sys.argv[1])
+tags = tagger.tag_sentences([list(s) for s in sys.argv[2:]])
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"lightning", "torchmetrics"})
+print(json.dumps({"tags": tags, "heavy": heavy}))
+"""
+
+
+def test_tag_py_runs_the_maths_alone_from_any_layout_and_refuses_what_is_not_a_tagger(
+    make_cfg, tmp_path: Path
+) -> None:
+    """tag.py builds the checkpoint's `SequenceTagger` with torch alone (neither Lightning nor
+    torchmetrics is imported) and its tags are the trained CRFTagger's. A checkpoint of the
+    earlier layout (weights not under `tagger.`) loads both ways; a config whose model is no
+    tagger, or whose encoder names a stranger's class, is refused."""
+    cfg = make_cfg(
+        "model=crf_tagger",
+        "data=people_daily",
+        "data.task=ner",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        *SMALL,
+    )
+    train(cfg)
+    ckpt_path = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    model = load_model(ckpt_path, run_config(ckpt_path, ckpt), read_checkpoint(ckpt_path))
+    texts = ["江泽民主席在北京会见了联合国秘书长安南。", "我们爱和平！"]
+    expected = model.tag_sentences([list(s) for s in texts])
+    result = run_script("-c", IMPORTS, str(ckpt_path), *texts)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"tags": expected, "heavy": []}
+
+    earlier = tmp_path / "checkpoints" / "earlier.ckpt"
+    layout = {name.removeprefix("tagger."): w for name, w in ckpt["state_dict"].items()}
+    assert len(layout) == len(ckpt["state_dict"]) and "encoder.embedding.weight" in layout
+    torch.save({**ckpt, "state_dict": layout}, earlier)
+    assert load_tagger(str(earlier))[0].tag_sentences([list(s) for s in texts]) == expected
+    again = load_model(earlier, run_config(earlier, ckpt), read_checkpoint(earlier))
+    assert again.tag_sentences([list(s) for s in texts]) == expected
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    pwned = tmp_path / "PWNED"
+    stranger = {"_target_": "pathlib.Path.write_text", "_args_": [str(pwned), "x"]}
+    for key, value, refusal in [
+        ("_target_", "src.models.vae.VAE", "is 'src.models.vae.VAE', not a tagger: refused"),
+        ("encoder", stranger, "model.encoder._target_='pathlib.Path.write_text' is refused"),
+    ]:
+        crafted = {**ckpt, "run_config": {**ckpt["run_config"]}}
+        crafted["run_config"]["model"] = {**ckpt["run_config"]["model"], key: value}
+        torch.save(crafted, bare / "crafted.ckpt")
+        with pytest.raises(UserError, match=re.escape(refusal)):
+            load_tagger(str(bare / "crafted.ckpt"))
+    assert not pwned.exists()
 
 
 def test_tensorboard_gets_examples_and_the_transition_heatmap(make_cfg, tmp_path: Path) -> None:

@@ -99,7 +99,9 @@ def test_the_loss_leaves_out_the_sentences_it_cannot_score() -> None:
     model.metrics["val"].update = lambda *a: None
     loss = model.shared_step((tokens, tags, mask), 0, "val")
     kept = torch.tensor([True, False, True])
-    expected = model.loss(model.head, model(tokens[kept], mask[kept]), tags[kept], mask[kept])
+    expected = model.loss(
+        model.tagger.head, model(tokens[kept], mask[kept]), tags[kept], mask[kept]
+    )
     torch.testing.assert_close(loss, expected)
     assert logged["n"] == 2
     model.shared_step((tokens[1:2], tags[1:2], mask[1:2]), 0, "val")  # nothing to score

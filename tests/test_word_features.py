@@ -226,9 +226,11 @@ def test_a_word_tagger_needs_the_characters_and_a_character_tagger_gets_no_word_
         model(torch.tensor([[2]]), torch.tensor([[True]]))
     bigrams = functools.partial(CharBigrams, 7, 2)
     plain = _tagger(["<pad>", "<unk>", "a"], None, char_bigrams=bigrams)
-    assert plain.word_features is None and plain.encoder.convs[0].in_channels == 3 + 4
+    assert plain.tagger.word_features is None and plain.tagger.encoder.convs[0].in_channels == 3 + 4
     words = _tagger(["<pad>", "<unk>", "ab"], ["<pad>", "<unk>", "a"], char_bigrams=CharBigrams)
-    assert words.char_bigrams is None and words.encoder.convs[0].in_channels == 3 + 6 + 8
+    assert (
+        words.tagger.char_bigrams is None and words.tagger.encoder.convs[0].in_channels == 3 + 6 + 8
+    )
 
 
 def test_the_bilstm_reads_the_extra_features() -> None:
@@ -253,18 +255,18 @@ def test_pretrained_vectors_start_the_embedding_and_frozen_rows_stay(
     vectors = _vector_file(tmp_path / "v.txt")
     data = ConllDataModule(path, path, scheme=None, batch_size=4)
     model = _tagger(data.vocab, data.chars, pretrained=str(vectors), freeze_pretrained=True)
-    before = model.encoder.embedding.weight.detach().clone()
+    before = model.tagger.encoder.embedding.weight.detach().clone()
     with caplog.at_level("INFO", logger="src.models.crf_tagger"):
         _fit_one_step(model, data)
     found = f"model.pretrained: 2 of {len(data.vocab)} tokens found in {vectors}"
     assert found in caplog.messages
-    after = model.encoder.embedding.weight.detach()
+    after = model.tagger.encoder.embedding.weight.detach()
     the, cat, sat = (data.vocab.index(w) for w in ("The", "cat", "sat"))
     assert after[the].tolist() == [4, 5, 6] and after[cat].tolist() == [7, 8, 9]
     assert not torch.equal(after[sat], before[sat])  # not in the file: trains
     tuned = _tagger(data.vocab, data.chars, pretrained=str(vectors))
     _fit_one_step(tuned, data)
-    assert tuned.encoder.embedding.weight[cat].tolist() != [7, 8, 9]  # fine-tuned: moves
+    assert tuned.tagger.encoder.embedding.weight[cat].tolist() != [7, 8, 9]  # fine-tuned: moves
 
 
 def test_pretrained_vectors_of_another_width_or_a_missing_file_are_refused(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Span metrics for sequence tagging: span F1 and tagged-text rendering.
+"""Span metrics for sequence tagging: span F1.
 
 Spans are those of `src.utils.tag_schemes` (BIO, BIOES, BMES; None: no spans, e.g. POS tagging,
 where only token accuracy is meaningful), extracted strictly as seqeval's mode="strict" does.
@@ -10,12 +10,10 @@ Its states are counts summed across processes, so it is exact under DDP.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torchmetrics import Metric
 
-from src.utils.tag_schemes import check_scheme, extract_spans, parse_tag, scan
+from src.utils.tag_schemes import check_scheme, parse_tag, scan
 
 
 def _prf(
@@ -110,31 +108,3 @@ class SpanF1(Metric):
             out.update({f"f1_{kind}": per_type[k] for k, kind in enumerate(self.types) if kind})
         out["token_acc"] = self.correct / self.total.clamp_min(1)
         return {name: value.float() for name, value in out.items()}
-
-
-def format_tagged(
-    tokens: Sequence[str], tags: Sequence[str], scheme: str | None, join: str = ""
-) -> str:
-    """Human-readable tagged text; every token appears exactly once, in order.
-
-    BMES: the words separated by single spaces (the characters of a word joined by `join`,
-    "/TYPE" appended for typed tags), each token of an ill-formed fragment a word of its own.
-    BIO/BIOES: the tokens joined by `join` ("" for Chinese, " " for English), with every span
-    marked inline as "[江泽民]PER". None: "word/TAG" pairs separated by spaces.
-    """
-    if len(tokens) != len(tags):
-        raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
-    if scheme is None:
-        return " ".join(f"{token}/{tag}" for token, tag in zip(tokens, tags, strict=True))
-    spans = {start: (kind, end) for start, end, kind in extract_spans(tags, scheme)}
-    pieces = []
-    i = 0
-    while i < len(tokens):
-        kind, end = spans.get(i, ("", i + 1))
-        text = join.join(tokens[i:end])
-        if scheme == "BMES":
-            pieces.append(f"{text}/{kind}" if kind else text)
-        else:
-            pieces.append(f"[{text}]{kind}" if i in spans else text)
-        i = end
-    return (" " if scheme == "BMES" else join).join(pieces)

@@ -85,7 +85,7 @@ class BaseModule(LightningModule):
         """Compile the `compiled` networks, once, when a trainer first runs the model."""
         if self.compile_networks and not self._networks_compiled:
             for name in self.compiled:
-                getattr(self, name).compile()
+                self.get_submodule(name).compile()
             self._networks_compiled = True
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
-"""Checkpoints: written atomically, read back weights-only and checked (evaluation, sampling,
-resume). What makes a run resumable mid-epoch is `src.data.resumable` (the loader) and
-`src.callbacks.resumable_training` (what a checkpoint adds for it)."""
+"""Checkpoints: read back weights-only and checked (evaluation, sampling, tagging, resume), with
+torch alone (`checkpoint_io.py` writes them atomically for the Trainer). What makes a run
+resumable mid-epoch is `src.data.resumable` (the loader) and `src.callbacks.resumable_training`
+(what a checkpoint adds for it)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from src.utils.errors import UserError
-from src.utils.files import write_atomically
-from src.utils.trust import check_plain_data, check_run_config
+from src.utils.trust import BUILT_GROUPS, check_plain_data, check_run_config
 
 
-def read_checkpoint(ckpt_path: str | Path, trusted: Sequence[str] = ()) -> dict[str, Any]:
+def read_checkpoint(
+    ckpt_path: str | Path, trusted: Sequence[str] = (), groups: Sequence[str] = BUILT_GROUPS
+) -> dict[str, Any]:
     """The checkpoint's dictionary, loaded weights-only and checked as data from a stranger (see
-    `src.utils.trust`; `trusted`: modules of your own its config may build); a one-line UserError
-    when it is not a safe, readable checkpoint."""
+    `src.utils.trust`; `trusted`: modules of your own its config may build; `groups`: the parts of
+    its config that will be built); a one-line UserError when it is not a safe, readable
+    checkpoint."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise UserError(f"ckpt_path={ckpt_path} does not exist: point it at a .ckpt file of a run.")
@@ -50,7 +52,7 @@ def read_checkpoint(ckpt_path: str | Path, trusted: Sequence[str] = ()) -> dict[
     ckpt["state_dict"] = uncompiled_names(ckpt["state_dict"])
     check_plain_data(ckpt.get("model_kwargs", {}), str(path), "model_kwargs")
     if "run_config" in ckpt:
-        check_run_config(ckpt["run_config"], f"{path}: run_config", trusted)
+        check_run_config(ckpt["run_config"], f"{path}: run_config", trusted, groups)
     return ckpt
 
 
@@ -60,22 +62,11 @@ def uncompiled_names(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return {re.sub(r"(?<![^.])_orig_mod\.", "", name): value for name, value in state_dict.items()}
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic in the checkpoint's own folder: a temporary
-    file, then a rename. (Lightning's own goes through a temporary file in /tmp and a move,
-    which a full disk can cut short under the real name.)"""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
-    ) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO takes no storage_options")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, lambda file: torch.save(checkpoint, file))
-
-
 def run_config(
-    ckpt_path: str | Path, ckpt: dict[str, Any], trusted: Sequence[str] = ()
+    ckpt_path: str | Path,
+    ckpt: dict[str, Any],
+    trusted: Sequence[str] = (),
+    groups: Sequence[str] = BUILT_GROUPS,
 ) -> DictConfig:
     """The config of the run that wrote the checkpoint: its run directory's, else its copy;
     checked like the checkpoint itself, and with data downloads switched off (a saved config is
@@ -85,7 +76,7 @@ def run_config(
         saved = parent / ".hydra" / "config.yaml"
         if saved.is_file():
             cfg = OmegaConf.load(saved)
-            check_run_config(cfg, str(saved), trusted)
+            check_run_config(cfg, str(saved), trusted, groups)
             break
     else:
         if "run_config" in ckpt:

@@ -1,19 +1,24 @@
-"""Build objects from `_target_` nodes: one node, or every entry of the callbacks/logger groups."""
+"""Build objects from `_target_` nodes: one node, or every entry of the callbacks/logger groups.
+
+`instantiate` also serves what runs without Lightning (`scripts/tag.py`), so Lightning is imported
+by the functions that build its callbacks and loggers, not by this module."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.errors import InstantiationException
 from hydra.utils import get_object
-from lightning.pytorch import Callback
-from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from src.utils.errors import UserError
 from src.utils.trust import trusted_target
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Callback
+    from lightning.pytorch.loggers import Logger
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -39,10 +44,14 @@ def _instantiate_all(cfg: DictConfig | None, kind: type) -> list[Any]:
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    from lightning.pytorch import Callback
+
     return _instantiate_all(cfg, Callback)
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    from lightning.pytorch.loggers import Logger
+
     return _instantiate_all(cfg, Logger)
 
 

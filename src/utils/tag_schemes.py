@@ -13,7 +13,8 @@ untyped "B", "M", "E", "S" of Chinese word segmentation, whose spans have type "
 Spans are `Span(start, end, kind)`: tokens [start, end) of type `kind`. `extract_spans` is
 strict, as seqeval's mode="strict" with the IOB2 / IOBES schemes: a span counts only when it is
 well formed; `lenient_spans` reads the looser tags found in corpora (IOB1, where an I-X may open
-an entity) to re-tag them with `tags_from_spans`.
+an entity) to re-tag them with `tags_from_spans`. `format_tagged` writes tagged tokens as
+readable text by their spans.
 """
 
 from __future__ import annotations
@@ -167,3 +168,31 @@ def tags_from_spans(length: int, spans: Sequence[Span], scheme: str) -> list[str
         if scheme == "BIOES":
             tags[end - 1] = f"E-{kind}"
     return tags
+
+
+def format_tagged(
+    tokens: Sequence[str], tags: Sequence[str], scheme: str | None, join: str = ""
+) -> str:
+    """Human-readable tagged text; every token appears exactly once, in order.
+
+    BMES: the words separated by single spaces (the characters of a word joined by `join`,
+    "/TYPE" appended for typed tags), each token of an ill-formed fragment a word of its own.
+    BIO/BIOES: the tokens joined by `join` ("" for Chinese, " " for English), with every span
+    marked inline as "[江泽民]PER". None: "word/TAG" pairs separated by spaces.
+    """
+    if len(tokens) != len(tags):
+        raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
+    if scheme is None:
+        return " ".join(f"{token}/{tag}" for token, tag in zip(tokens, tags, strict=True))
+    spans = {start: (kind, end) for start, end, kind in extract_spans(tags, scheme)}
+    pieces = []
+    i = 0
+    while i < len(tokens):
+        kind, end = spans.get(i, ("", i + 1))
+        text = join.join(tokens[i:end])
+        if scheme == "BMES":
+            pieces.append(f"{text}/{kind}" if kind else text)
+        else:
+            pieces.append(f"[{text}]{kind}" if i in spans else text)
+        i = end
+    return (" " if scheme == "BMES" else join).join(pieces)

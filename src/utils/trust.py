@@ -21,18 +21,17 @@ from typing import Any
 
 import torch
 from hydra.utils import get_object
-from lightning.pytorch import Callback, LightningDataModule
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.utils.errors import UserError, shown
 
 TRUSTED_MODULES = ("src.models", "src.losses", "src.data", "src.callbacks", "torch.optim")
-TRUSTED_BASES = (
-    Callback,
-    torch.nn.Module,
-    LightningDataModule,
-    torch.optim.Optimizer,
-    torch.optim.lr_scheduler.LRScheduler,
+TRUSTED_BASES = (torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
+# Lightning's bases by name: a script that builds only torch modules (scripts/tag.py) checks
+# without importing Lightning, and a class from Lightning has it imported already
+LIGHTNING_BASES = (
+    "lightning.pytorch.callbacks.callback.Callback",
+    "lightning.pytorch.core.datamodule.LightningDataModule",
 )
 # the groups of a saved run config that evaluation and the scripts build
 BUILT_GROUPS = ("model", "data")
@@ -51,7 +50,10 @@ def trusted_target(name: Any, trusted: Sequence[str] = ()) -> bool:
         target = get_object(name)
     except Exception:
         return False
-    return inspect.isclass(target) and issubclass(target, TRUSTED_BASES)
+    if not inspect.isclass(target):
+        return False
+    names = {f"{base.__module__}.{base.__qualname__}" for base in target.__mro__}
+    return issubclass(target, TRUSTED_BASES) or bool(names & set(LIGHTNING_BASES))
 
 
 def _plain(node: Any) -> Any:
@@ -101,9 +103,15 @@ def check_plain_data(node: Any, where: str, path: str) -> None:
         )
 
 
-def check_run_config(cfg: Any, where: str, trusted: Sequence[str] = ()) -> None:
-    """The groups of a saved run config that get built name only trusted classes."""
+def check_run_config(
+    cfg: Any, where: str, trusted: Sequence[str] = (), groups: Sequence[str] = BUILT_GROUPS
+) -> None:
+    """The `groups` of a saved run config that get built (dotted paths: `model.encoder`) name
+    only trusted classes."""
     if not isinstance(cfg, Mapping | DictConfig):
         raise UserError(f"{where}: the stored run config is not a mapping. Refused.")
-    for group in BUILT_GROUPS:
-        check_targets(cfg.get(group), where, group, trusted)  # resolved group by group
+    for group in groups:
+        node: Any = cfg
+        for key in group.split("."):
+            node = node.get(key) if isinstance(node, Mapping | DictConfig) else None
+        check_targets(node, where, group, trusted)  # resolved group by group
