@@ -13,15 +13,20 @@ accuracy for POS, `src.metrics.spans.SpanF1`):
   c-1c1); for words the lowercased word, its 2- and 3-character prefixes and suffixes, casing,
   digits, length, and the words at -2..2;
 - `framework`: the `model=crf_tagger` config as it is (char CNN + CRF, Adam 0.003; for words
-  also their characters, casing and word dropout), trained for at most CRFsuite's training wall
-  time (`max_time`, and `--max-epochs`): the same CPU budget;
+  also their characters, casing and word dropout), trained on one thread, as CRFsuite trains, for
+  at most CRFsuite's training wall time (`max_time`, and `--max-epochs`): the same CPU budget;
 - `framework, ids only` (words): the same tagger reading word ids only;
+- `framework, char bigrams` (characters): with `model/char_bigrams=hashed`, the bigram features
+  CRFsuite's template has;
+- `..., precision=bf16`: the same trained model tagging under bfloat16 autocast, as
+  `scripts/tag.py precision=bf16` tags;
 - `lookup` (words): each word's most frequent training tag, the most frequent tag otherwise;
 - `jieba` (cws, when installed): its default dictionary on the test sentences' text.
 
 Throughput: test tokens (characters or words) tagged per second, text in, tags out: for the
-framework in length-sorted batches of 64 with 1 thread and with torch's default threads. It is a
-benchmark, not a test; the peers are the `bench` extra (a missing one gives a row that says so).
+framework as `scripts/tag.py` tags (windows of 2048 sentences sorted by length, batches of 64),
+with 1 thread and with torch's default threads. It is a benchmark, not a test; the peers are the
+`bench` extra (a missing one gives a row that says so).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
+from scripts.tag import tag_stream  # noqa: E402
 from src.data.corpora import Sentence  # noqa: E402
 from src.data.tagging import ConllDataModule, PeopleDailyDataModule, TaggingDataModule  # noqa: E402
 from src.metrics.spans import SpanF1  # noqa: E402
@@ -137,12 +143,12 @@ def jieba_tagger() -> Tagger:
 
 
 def framework(
-    data: TaggingDataModule, words: bool, seconds: float, max_epochs: int
+    data: TaggingDataModule, overrides: list[str], seconds: float, max_epochs: int
 ) -> tuple[Tagger, int]:
-    """The `crf_tagger` config's model, as `train.py model=crf_tagger` builds it."""
-    overrides = ["model=crf_tagger"] + ([] if words else ["model.word_features=null"])
+    """The `crf_tagger` config's model (with `overrides`), as `train.py model=crf_tagger` builds
+    it, trained on one thread as CRFsuite trains: the same CPU budget. It tags as `tag.py` does."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+        cfg = compose("train", overrides=["model=crf_tagger", *overrides])
     torch.manual_seed(0)
     model = instantiate(cfg.model, **data.model_kwargs())
     trainer = pl.Trainer(
@@ -154,20 +160,26 @@ def framework(
         enable_checkpointing=False,
         limit_val_batches=0,
     )
-    trainer.fit(model, datamodule=data)
-    model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer.fit(model, datamodule=data)
+    finally:
+        torch.set_num_threads(threads)
+    tagger = model.tagger.eval()
 
     def tag(sentences: list[list[str]]) -> list[list[str]]:
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-        out: list[list[str]] = [[] for _ in sentences]
-        for start in range(0, len(order), 64):
-            chunk = order[start : start + 64]
-            tagged = model.tag_sentences([sentences[i] for i in chunk])
-            for i, tags in zip(chunk, tagged, strict=True):
-                out[i] = tags
-        return out
+        return [tags for _, tags in tag_stream(tagger.tag_sentences, sentences, 2048, 64)]
 
     return tag, trainer.current_epoch
+
+
+def in_bf16(tag: Tagger) -> Tagger:
+    def tag_bf16(sentences: list[list[str]]) -> list[list[str]]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return tag(sentences)
+
+    return tag_bf16
 
 
 def bench_task(name: str, data: TaggingDataModule, args: argparse.Namespace) -> list[list[str]]:
@@ -199,22 +211,29 @@ def bench_task(name: str, data: TaggingDataModule, args: argparse.Namespace) -> 
     budget = budget or args.budget
     epochs = {}
 
-    def ours(features: bool) -> Callable[[], Tagger]:
+    def ours(label: str, overrides: list[str]) -> None:
+        trained: list[Tagger] = []
+
         def build() -> Tagger:
-            tag, epochs[features] = framework(data, features, budget, args.max_epochs)
+            tag, epochs[label] = framework(data, overrides, budget, args.max_epochs)
+            trained.append(tag)
             return tag
 
-        return build
+        row(label, build, threads=True)
+        rows[-1][0] += f" ({epochs[label]} epochs)"
+        if trained:  # the same model under bfloat16 autocast, as tag.py precision=bf16 runs it
+            row(f"{label}, precision=bf16", lambda: in_bf16(trained[0]), threads=True)
+            rows[-1][2] = "(the same)"
 
-    row("framework", ours(words), threads=True)
     if words:
-        row("framework, ids only", ours(False), threads=True)
+        ours("framework", [])
+        ours("framework, ids only", ["model.word_features=null"])
         row("most frequent tag per word", lambda: lookup(train))
+    else:
+        ours("framework", [])
+        ours("framework, char bigrams", ["model/char_bigrams=hashed"])
     if name == "cws":
         row("jieba", jieba_tagger)
-    rows[1][0] += f" ({epochs[words]} epochs)"
-    if words:
-        rows[2][0] += f" ({epochs[False]} epochs)"
     metric = "token accuracy" if data.scheme is None else "span F1"
     print(f"\n{name}: {len(train)} training, {len(test)} test sentences; {metric}")
     return [[name, *r] for r in rows]

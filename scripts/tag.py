@@ -3,6 +3,7 @@
     python scripts/tag.py ckpt_path=<run_dir>/checkpoints/last.ckpt text="迈向充满希望的新世纪。"
     python scripts/tag.py ckpt_path=... --file input.txt          (or file=input.txt)
     python scripts/tag.py ckpt_path=... text=... format=tags       (token/TAG pairs)
+    python scripts/tag.py ckpt_path=... --file input.txt precision=bf16   (faster on CPUs with bf16)
 
 Text is cut into sentences after 。！？ and each line separately, and read the way the model was
 trained (characters for cws/ner, whitespace-separated words for pos and CoNLL). One output line
@@ -12,6 +13,9 @@ per sentence: segmented words (cws), [entities]TYPE (ner), word/TAG (pos), or wi
 A file streams: it is read a line at a time, `window` sentences at once (default 2048) are sorted
 by length and tagged in batches of `batch_size` (default 64), and their lines are written in input
 order before the next window is read, so memory stays bounded whatever the file's size.
+`precision=bf16` runs the networks under bfloat16 autocast (the CRF decodes in float32): about 1.5x
+the characters per second on a CPU with AVX-512 BF16, with a few tags in ten thousand changed
+(docs/models/crf_tagger.md).
 
 The checkpoint's tagger is built as the plain torch module of its maths
 (`src.models.components.sequence_tagger.SequenceTagger`), without Lightning or a Trainer, whose
@@ -45,6 +49,7 @@ DEFAULTS = {
     "text": None,
     "file": None,
     "format": "text",
+    "precision": "32",
     "window": 2048,
     "batch_size": 64,
 }
@@ -65,6 +70,9 @@ def parse_args(argv: list[str]) -> dict:
         raise UserError('give the input as text="..." or as --file <path> (one of the two).')
     if args["format"] not in ("text", "tags"):
         raise UserError(f"format={args['format']}: use text or tags.")
+    args["precision"] = str(args["precision"])
+    if args["precision"] not in ("32", "bf16"):
+        raise UserError(f"precision={args['precision']}: use 32 or bf16.")
     return args
 
 
@@ -139,6 +147,8 @@ def load_tagger(ckpt_path: str) -> tuple[SequenceTagger, bool]:
 def main(argv: list[str]) -> None:
     import os
 
+    import torch
+
     from src.data.corpora import sentences_from_lines
     from src.utils.errors import UserError
 
@@ -163,11 +173,14 @@ def main(argv: list[str]) -> None:
         if lowercase:
             sentences = ([token.lower() for token in s] for s in sentences)
         tagged = tag_stream(tagger.tag_sentences, sentences, args["window"], args["batch_size"])
-        for tokens, tags in tagged:
-            if args["format"] == "tags":
-                print(" ".join(f"{token}/{tag}" for token, tag in zip(tokens, tags, strict=True)))
-            else:
-                print(tagger.format(tokens, tags))
+        bf16 = args["precision"] == "bf16"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for tokens, tags in tagged:
+                if args["format"] == "tags":
+                    pairs = zip(tokens, tags, strict=True)
+                    print(" ".join(f"{token}/{tag}" for token, tag in pairs))
+                else:
+                    print(tagger.format(tokens, tags))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

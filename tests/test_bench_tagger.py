@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from scripts.bench_tag_cli import main as bench_cli
 from scripts.bench_tagger import char_template, lookup, main, score, word_template
 from src.data.corpora import write_conll
+from src.train import train
 
 
 def test_the_benchmark_runs_on_a_tiny_corpus(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -27,8 +29,11 @@ def test_the_benchmark_runs_on_a_tiny_corpus(tmp_path: Path, capsys: pytest.Capt
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| conll")]
     labels = [line.split(" | ")[1] for line in table]
     assert labels[0].startswith("python-crfsuite") and labels[1].startswith("framework (")
-    assert labels[2].startswith("framework, ids only") and len(table) == 4
-    lookup_accuracy = float(table[3].split(" | ")[2])
+    assert labels[2] == "framework, precision=bf16" and labels[3].startswith(
+        "framework, ids only ("
+    )
+    assert labels[4] == "framework, ids only, precision=bf16" and len(table) == 6
+    lookup_accuracy = float(table[5].split(" | ")[2])
     assert lookup_accuracy == 1.0  # every test word is a training word with one tag
 
 
@@ -50,3 +55,31 @@ def test_the_crfsuite_templates() -> None:
     features = word_template(["The", "Dogs", "barked"], 1)
     for expected in ("w=dogs", "p2=Do", "s3=ogs", "title=True", "w[-1]=the", "w[2]=<s>"):
         assert expected in features
+
+
+@pytest.mark.slow
+def test_the_command_line_benchmark_runs(make_cfg, tmp_path: Path, capsys) -> None:
+    """`scripts/bench_tag_cli.py` times jieba's and tag.py's commands on a tiny file (a smoke test
+    of the script, not of its figures)."""
+    train(
+        make_cfg(
+            "model=crf_tagger",
+            "data=people_daily",
+            "data.limit_sentences=300",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1",
+            "test=false",
+        )
+    )
+    text = tmp_path / "in.txt"
+    text.write_text("迈向充满希望的新世纪。\n我们爱和平！\n", encoding="utf-8")
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    assert bench_cli([str(ckpt), "--file", str(text), "--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[2:]] == [
+        "| jieba",
+        "| tag.py",
+        "| tag.py precision=bf16",
+    ]
+    assert rows[2].split(" | ")[3] == "1.00x"

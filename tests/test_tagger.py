@@ -13,6 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import scripts.tag as tag_script
 from scripts.tag import load_tagger
 from scripts.tag import main as tag_main
 from src.data.corpora import sentences_from_text, write_conll
@@ -28,15 +29,24 @@ FAST = ["trainer.fast_dev_run=true", *SMALL]
 
 
 @pytest.mark.parametrize(
-    ("task", "encoder"),
-    [("cws", "char_cnn"), ("cws", "bilstm"), ("ner", "char_cnn"), ("pos", "bilstm")],
+    ("task", "encoder", "more"),
+    [
+        ("cws", "char_cnn", []),
+        ("cws", "bilstm", []),
+        ("ner", "char_cnn", []),
+        ("pos", "bilstm", []),
+        ("pos", "char_cnn", ["model.word_features.char_encoder=lstm"]),
+    ],
 )
-def test_smoke_fast_dev_run_every_task_and_encoder(make_cfg, task: str, encoder: str) -> None:
+def test_smoke_fast_dev_run_every_task_and_encoder(
+    make_cfg, task: str, encoder: str, more: list[str]
+) -> None:
     cfg = make_cfg(
         "model=crf_tagger",
         "data=people_daily",
         f"data.task={task}",
         f"model/encoder={encoder}",
+        *more,
         *FAST,
     )
     metrics = train(cfg)
@@ -171,6 +181,7 @@ def test_checkpoint_tags_raw_text(make_cfg, tmp_path: Path, capsys) -> None:
 
 IMPORTS = """
 import json, sys
+import scripts.tag as tag_script
 from scripts.tag import load_tagger
 tagger, _ = load_tagger(sys.argv[1])
 tags = tagger.tag_sentences([list(s) for s in sys.argv[2:]])
@@ -180,7 +191,7 @@ print(json.dumps({"tags": tags, "heavy": heavy}))
 
 
 def test_tag_py_runs_the_maths_alone_from_any_layout_and_refuses_what_is_not_a_tagger(
-    make_cfg, tmp_path: Path
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     """tag.py builds the checkpoint's `SequenceTagger` with torch alone (neither Lightning nor
     torchmetrics is imported) and its tags are the trained CRFTagger's. A checkpoint of the
@@ -205,6 +216,18 @@ def test_tag_py_runs_the_maths_alone_from_any_layout_and_refuses_what_is_not_a_t
     result = run_script("-c", IMPORTS, str(ckpt_path), *texts)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"tags": expected, "heavy": []}
+    # precision=bf16: the networks run under bfloat16 autocast
+    tagger, lowercase = load_tagger(str(ckpt_path))
+    seen: list[torch.dtype] = []
+    tagger.encoder.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    monkeypatch.setattr(tag_script, "load_tagger", lambda path: (tagger, lowercase))
+    for precision, dtype in (("bf16", torch.bfloat16), ("32", torch.float32)):
+        tag_main([f"ckpt_path={ckpt_path}", f"text={texts[0]}", f"precision={precision}"])
+        assert seen.pop() == dtype and not seen
+        assert len(capsys.readouterr().out.splitlines()) == 1
+    with pytest.raises(SystemExit) as stopped:
+        tag_main([f"ckpt_path={ckpt_path}", "text=x", "precision=16"])
+    assert "precision=16: use 32 or bf16." in capsys.readouterr().err and stopped.value.code == 2
 
     earlier = tmp_path / "checkpoints" / "earlier.ckpt"
     layout = {name.removeprefix("tagger."): w for name, w in ckpt["state_dict"].items()}

@@ -78,13 +78,31 @@ def test_the_character_cnn_is_the_max_over_the_word_of_the_convolution_by_hand()
     assert out.shape == (3, 4) and features.out_dim == 4
 
 
-def test_a_words_features_do_not_depend_on_the_padding_of_the_batch() -> None:
-    features = _features()
+def test_the_character_bilstm_is_its_last_states_over_the_word_alone() -> None:
+    features = _features(char_encoder="lstm", char_dim=3, char_channels=4, casing_dim=0)
+    words = ["cat", "a", "horses"]
+    out = features(_chars_of(words))[0]
+    index = {c: i for i, c in enumerate(CHARS)}
+    for row, word in zip(out, words, strict=True):
+        x = features.char_embedding.weight[[index[c] for c in word]][None]  # (1, len, 3), no pad
+        states, _ = features.lstm(x)
+        torch.testing.assert_close(row, torch.cat([states[0, -1, :2], states[0, 0, 2:]]))
+    assert out.shape == (3, 4) and features.out_dim == 4 and features.conv is None
+    with pytest.raises(ValueError, match="char_channels must be even for lstm"):
+        _features(char_encoder="lstm", char_channels=5)
+    with pytest.raises(ValueError, match="char_encoder must be cnn, lstm or null, got 'gru'"):
+        _features(char_encoder="gru")
+
+
+@pytest.mark.parametrize("char_encoder", ["cnn", "lstm"])
+def test_a_words_features_do_not_depend_on_the_padding_of_the_batch(char_encoder: str) -> None:
+    features = _features(char_encoder=char_encoder)
     alone = features(_chars_of(["Dogs"]))
     padded = pad_chars([_chars_of(["Dogs", "hippopotamus"])[0]], 5)  # longer word, more positions
     together = features(padded)
     torch.testing.assert_close(together[0, 0], alone[0, 0])
     assert features.out_dim == 50 + 8 and together.shape == (1, 5, 58)
+    assert not together[0, 2:, :50].any()  # padding positions: no characters
 
 
 def test_word_dropout_replaces_real_words_with_unk_in_training_only() -> None:
