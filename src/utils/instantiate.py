@@ -23,8 +23,12 @@ if TYPE_CHECKING:
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate` (containers converted), re-raising a constructor's UserError
-    as itself: Hydra wraps it, and the user should see the one line, not the wrapper."""
+    as itself: Hydra wraps it, and the user should see the one line, not the wrapper. `kwargs`
+    (a tagger's vocabulary of thousands of words) go to the constructor as they are: through
+    Hydra they would become a config first, seconds of copying."""
     try:
+        if kwargs and not node.get("_partial_", False):
+            return hydra.utils.instantiate(node, _partial_=True, _convert_="all")(**kwargs)
         return hydra.utils.instantiate(node, **kwargs, _convert_="all")
     except InstantiationException as err:
         if isinstance(err.__cause__, UserError):
