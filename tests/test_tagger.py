@@ -221,6 +221,7 @@ def test_tag_py_runs_the_maths_alone_from_any_layout_and_refuses_what_is_not_a_t
     seen: list[torch.dtype] = []
     tagger.encoder.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     monkeypatch.setattr(tag_script, "load_tagger", lambda path: (tagger, lowercase))
+    capsys.readouterr()  # the training's output
     for precision, dtype in (("bf16", torch.bfloat16), ("32", torch.float32)):
         tag_main([f"ckpt_path={ckpt_path}", f"text={texts[0]}", f"precision={precision}"])
         assert seen.pop() == dtype and not seen
