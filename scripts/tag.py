@@ -13,9 +13,9 @@ per sentence: segmented words (cws), [entities]TYPE (ner), word/TAG (pos), or wi
 A file streams: it is read a line at a time, `window` sentences at once (default 2048) are sorted
 by length and tagged in batches of `batch_size` (default 64), and their lines are written in input
 order before the next window is read, so memory stays bounded whatever the file's size.
-`precision=bf16` runs the networks under bfloat16 autocast (the CRF decodes in float32): about 1.5x
-the characters per second on a CPU with AVX-512 BF16, with a few tags in ten thousand changed
-(docs/models/crf_tagger.md).
+`precision=bf16` runs the networks under bfloat16 autocast (the CRF decodes in float32): about 1.2x
+the characters per second of a whole command on a CPU with AVX-512 BF16, with a few tags in ten
+thousand changed (docs/models/crf_tagger.md).
 
 The checkpoint's tagger is built as the plain torch module of its maths
 (`src.models.components.sequence_tagger.SequenceTagger`), without Lightning or a Trainer, whose
@@ -114,7 +114,7 @@ def tag_stream(
 def load_tagger(ckpt_path: str) -> tuple[SequenceTagger, bool]:
     """The checkpoint's tagger as its maths, a `SequenceTagger` with its weights (built with torch
     alone; only the config's networks are checked and built), and whether its data lowercased."""
-    from src.models.components.sequence_tagger import SequenceTagger, tagger_weights
+    from src.models.components.sequence_tagger import tagger_weights
     from src.utils.checkpoint import read_checkpoint, run_config
     from src.utils.config import check_types
     from src.utils.errors import UserError, shown
@@ -130,10 +130,9 @@ def load_tagger(ckpt_path: str) -> tuple[SequenceTagger, bool]:
             f"it) is {shown(target)}, not a tagger: refused (tag.py builds only {TAGGER})."
         )
     nodes = {key: cfg.model[key] for key in (*PARTS, *SETTINGS) if key in cfg.model}
-    check_types(OmegaConf.create({"_target_": MATHS, **nodes}), "model")
-    built = {key: instantiate(v) if OmegaConf.is_config(v) else v for key, v in nodes.items()}
-    # the vocabulary goes in as it is: through OmegaConf, its thousands of entries take a second
-    tagger = SequenceTagger(**built, **ckpt.get("model_kwargs", {}))
+    maths = OmegaConf.create({"_target_": MATHS, **nodes})
+    check_types(maths, "model")
+    tagger = instantiate(maths, **ckpt.get("model_kwargs", {}))
     try:
         tagger.load_state_dict(tagger_weights(ckpt["state_dict"]))
     except RuntimeError as err:
