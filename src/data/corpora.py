@@ -11,8 +11,8 @@ files hold one paragraph per line:
 
 A token is split on its last `/`. Paragraphs are cut into sentences after each 。！？ token (which
 stays at the end of its sentence), so there is no maximum length to set. `read_conll` reads the
-usual one-token-per-line files instead. Tags are converted between schemes with
-`src.utils.tag_schemes`.
+usual one-token-per-line files instead, and CoNLL-U (Universal Dependencies) files. Tags are
+converted between schemes with `src.utils.tag_schemes`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ CORPUS_FILES = {"cws": "seg/data.txt", "ner": "tag/199801.txt", "pos": "tag/1998
 SCHEMES = {"cws": ("BMES",), "ner": ("BIO", "BIOES"), "pos": (None,)}  # the first is the default
 ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 CWS_TAGS = frozenset("BMES")
+CONLLU_COMMENTS = ("# sent_id", "# text", "# newdoc", "# newpar")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,10 +198,19 @@ def read_people_daily(
 
 
 def read_conll(
-    path: str | Path, token_column: int = 0, tag_column: int = -1, separator: str | None = None
+    path: str | Path,
+    token_column: int = 0,
+    tag_column: int = -1,
+    separator: str | None = None,
+    conllu: bool = False,
 ) -> list[Sentence]:
     """One token per line, columns split on whitespace (or `separator`), a blank line between
-    sentences; `-DOCSTART-` lines are skipped."""
+    sentences; `-DOCSTART-` lines are skipped.
+
+    With `conllu` the file is CoNLL-U (Universal Dependencies: ID FORM LEMMA UPOS XPOS ...):
+    `#` lines are comments, and multiword-token ranges (`3-4`) and empty nodes (`8.1`) are
+    skipped, so the tokens are the syntactic words the tags belong to. Without it a CoNLL-U
+    comment (`# sent_id = ...`, `# text = ...`) is refused rather than read as a token."""
     if token_column == tag_column:
         raise UserError(f"token_column and tag_column are both {tag_column}; they must differ.")
     ahead, behind = max(token_column, tag_column), min(token_column, tag_column)
@@ -221,11 +231,20 @@ def read_conll(
                     sentences.append((tokens, tags))
                     tokens, tags = [], []
                 continue
+            if conllu and line.startswith("#"):
+                continue
+            if not conllu and line.startswith(CONLLU_COMMENTS):
+                raise UserError(
+                    f"{path}:{number}: a CoNLL-U comment ({line.split('=')[0].strip()}); "
+                    "pass data=conllu for CoNLL-U files."
+                )
             columns = line.split(separator)
             if len(columns) < need:
                 raise UserError(
                     f"{path}:{number}: expected at least {need} columns, got {len(columns)}."
                 )
+            if conllu and ("-" in columns[0] or "." in columns[0]):
+                continue
             tokens.append(columns[token_column])
             tags.append(columns[tag_column])
     if tokens:

@@ -315,8 +315,10 @@ class ConllDataModule(TaggingDataModule):
     no test set, an empty test loader).
 
     With `scheme` BIO or BIOES the files' span tags (BIO, IOB1 or BIOES) are read as entities
-    and written in that scheme; None keeps the tags as they are (POS, chunks). Val and test tags
-    must occur in the training file. `limit_sentences` keeps the first N sentences of each file.
+    and written in that scheme; None keeps the tags as they are (POS, chunks). A val or test tag
+    the training file lacks is scored as an error. `limit_sentences` keeps the first N sentences
+    of each file. `conllu` reads CoNLL-U files (`data=conllu`: comments, multiword tokens and
+    empty nodes skipped).
     """
 
     task = "conll"
@@ -330,6 +332,7 @@ class ConllDataModule(TaggingDataModule):
         token_column: int = 0,
         tag_column: int = -1,
         separator: str | None = None,
+        conllu: bool = False,
         lowercase: bool = False,
         val_fraction: Fraction = 0.05,
         split_seed: int = 0,
@@ -351,7 +354,7 @@ class ConllDataModule(TaggingDataModule):
         path = Path(hp[key])
         if not path.is_file():
             raise UserError(f"data.{key}={path} is not a file; pass data.{key}=<a CoNLL file>.")
-        sentences = read_conll(path, hp.token_column, hp.tag_column, hp.separator)
+        sentences = read_conll(path, hp.token_column, hp.tag_column, hp.separator, hp.conllu)
         if not sentences:
             raise UserError(
                 f"data.{key}={path} holds no sentences (one token per line, a blank line "
